@@ -1,0 +1,96 @@
+"""The project's one exception tree.
+
+Every error that can reach a user carries a message written for that user (``str(exc)``): what went wrong, in
+words a clinician or IT person understands, never a stack trace. Errors from libraries (pydicom, pynetdicom,
+requests, sqlite3, OSError) are translated once, where they enter our code, with ``raise ... from``.
+
+    MifasError
+    ├── DicomError                    a file or dataset we cannot use
+    │   ├── NotDicomError             not a DICOM file at all (or empty)
+    │   ├── MalformedDicomError       DICOM, but truncated, inconsistent or hostile
+    │   ├── ImageTooLargeError        header claims more pixels than our limit allows
+    │   └── UnsupportedImageError     no codec / photometric interpretation we can show
+    ├── LibraryError                  the local study store
+    │   ├── StorageFullError          the disk is full; nothing stored was damaged
+    │   └── InstanceNotFoundError     asked for an instance the library does not hold
+    ├── OperationCancelled            the user cancelled a long operation
+    └── PacsError                     talking to a PACS node
+        ├── NodeUnreachableError      connection refused, no route, name not resolved
+        ├── AssociationRejectedError  the node refused us (wrong AE title, unknown caller, ...)
+        ├── AssociationAbortedError   the association was aborted or the connection dropped
+        ├── PacsTimeoutError          the node stopped answering within the timeout
+        ├── PacsStatusError           the node answered with a failure status
+        └── DicomWebError             the DICOMweb server failed or sent something we cannot parse
+"""
+
+from __future__ import annotations
+
+
+class MifasError(Exception):
+    """Root of every error MIFAS Viewer raises on purpose; ``str()`` is a user-facing sentence."""
+
+
+class DicomError(MifasError):
+    pass
+
+
+class NotDicomError(DicomError):
+    pass
+
+
+class MalformedDicomError(DicomError):
+    pass
+
+
+class ImageTooLargeError(DicomError):
+    pass
+
+
+class UnsupportedImageError(DicomError):
+    pass
+
+
+class LibraryError(MifasError):
+    pass
+
+
+class StorageFullError(LibraryError):
+    pass
+
+
+class InstanceNotFoundError(LibraryError):
+    pass
+
+
+class OperationCancelled(MifasError):
+    pass
+
+
+class PacsError(MifasError):
+    pass
+
+
+class NodeUnreachableError(PacsError):
+    pass
+
+
+class AssociationRejectedError(PacsError):
+    pass
+
+
+class AssociationAbortedError(PacsError):
+    pass
+
+
+class PacsTimeoutError(PacsError):
+    pass
+
+
+class PacsStatusError(PacsError):
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DicomWebError(PacsError):
+    pass
