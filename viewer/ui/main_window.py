@@ -1,0 +1,424 @@
+"""The main window: browser (left dock), viewport (centre), tag browser (right dock, hidden), toolbar and menus.
+
+Long work (importing, storing the demo study) runs in workers with a non-modal progress dialog and Cancel; its
+summary appears when it ends.  Errors reach the user as sentences in message boxes opened without blocking
+(``QMessageBox.open``), never as tracebacks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressDialog,
+    QSpinBox,
+    QWidget,
+)
+
+import viewer
+from viewer.dicom.pixels import PRESETS
+from viewer.errors import MifasError, OperationCancelled
+from viewer.library import ImportSummary, Library, import_paths
+from viewer.ui import viewport_model as vm
+from viewer.ui.browser import Browser
+from viewer.ui.import_summary import ImportSummaryDialog
+from viewer.ui.series_source import first_series_uid, open_series
+from viewer.ui.tag_browser import TagBrowser
+from viewer.ui.viewport import Viewport
+from viewer.ui.viewport_model import Changed
+from viewer.ui.workers import TaskHandle, TaskRunner, describe_error
+
+log = logging.getLogger(__name__)
+
+APP_TITLE = "MIFAS Viewer"
+DEMO_SLICES = 120
+
+
+def store_demo_study(library: Library, progress=None, cancel=None) -> tuple[str, str]:
+    """Store the synthetic demo CT study (idempotent: fixed UIDs).  Returns (study UID, series UID)."""
+    from viewer.dicom.demo import demo_datasets
+
+    result = None
+    total = DEMO_SLICES
+    for done, ds in enumerate(demo_datasets(slices=DEMO_SLICES), start=1):
+        if cancel is not None and cancel.is_set():
+            break
+        result = library.store_dataset(ds)
+        if progress is not None:
+            progress(done, total)
+    if result is None:
+        raise MifasError("The demo study could not be created.")
+    return result.study_instance_uid, result.series_instance_uid
+
+
+class MainWindow(QMainWindow):
+    series_opened = Signal(str)  # series UID now in the viewport
+    load_failed = Signal(str)  # a load asked for (import, demo, open) failed: the reason in words
+    import_finished = Signal(object)  # ImportSummary
+
+    def __init__(self, library: Library, settings=None, parent: QWidget | None = None, *,
+                 settings_path: Path | None = None) -> None:
+        super().__init__(parent)
+        self.library = library
+        self.settings = settings
+        self.settings_path = settings_path  # None: viewer.settings' default location
+        self.setWindowTitle(APP_TITLE)
+        self.resize(1400, 900)
+        self.viewport = Viewport(self)
+        self.setCentralWidget(self.viewport)
+        self.browser = Browser(library, self)
+        self.browser.series_activated.connect(self.open_series)
+        self.browser.demo_requested.connect(lambda: self.load_demo(open_after=True))
+        self.browser_dock = QDockWidget("Studies", self)
+        self.browser_dock.setObjectName("studies")
+        self.browser_dock.setWidget(self.browser)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, self.browser_dock)
+        self.resizeDocks([self.browser_dock], [460], Qt.Orientation.Horizontal)
+        self.tag_browser = TagBrowser(self)
+        self.tag_dock = QDockWidget("Tags", self)
+        self.tag_dock.setObjectName("tags")
+        self.tag_dock.setWidget(self.tag_browser)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.tag_dock)
+        self.tag_dock.hide()
+        self._tag_dock_sized = False
+        self.tag_dock.visibilityChanged.connect(self._on_tag_dock_visibility)
+        self._jobs = TaskRunner(self, max_threads=1, name="library jobs")
+        self._job: TaskHandle | None = None
+        self.progress_dialog: QProgressDialog | None = None
+        self.import_summary_dialog: ImportSummaryDialog | None = None
+        self.last_import_summary: ImportSummary | None = None
+        self.message_box: QMessageBox | None = None
+        self.current_series_uid: str | None = None
+        self._build_actions()
+        self._build_menus()
+        self._build_toolbar()
+        self.viewport.model.changed.connect(self._on_model_changed)
+        self.viewport.load_progress.connect(self._on_load_progress)
+        self.viewport.message_changed.connect(self._on_viewport_message)
+        self.statusBar().showMessage("Ready")
+        self._configure_pacs()
+
+    # -- actions, menus, toolbar ---------------------------------------------------------------------------
+
+    def _action(self, text: str, slot, shortcut: str | QKeySequence | None = None, checkable: bool = False,
+                tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut:
+            action.setShortcut(QKeySequence(shortcut))
+        action.setCheckable(checkable)
+        if tip:
+            action.setStatusTip(tip)
+            action.setToolTip(tip)
+        action.triggered.connect(slot)
+        return action
+
+    def _build_actions(self) -> None:
+        m = self.viewport.model
+        self.import_files_action = self._action("Import &files…", self.choose_import_files, QKeySequence.StandardKey.Open)
+        self.import_folder_action = self._action("Import f&older…", self.choose_import_folder, "Ctrl+Shift+O")
+        self.settings_action = self._action("&Settings…", self.open_settings)
+        self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.tags_action = self.tag_dock.toggleViewAction()
+        self.tags_action.setText("&Tags")
+        self.tags_action.setShortcut(QKeySequence("Ctrl+T"))
+        self.overlays_action = self._action("&Overlays", self.viewport.set_overlays_visible, "Ctrl+Shift+V",
+                                            checkable=True, tip="Show patient, slice and window text")
+        self.overlays_action.setChecked(True)
+        self.about_action = self._action("&About", self.show_about)
+        self.preset_actions = {name: self._action(name.replace("CT ", ""), lambda _=False, n=name: m.apply_preset(n),
+                                                  tip=f"Window preset {name} (W {PRESETS[name].width:g}, "
+                                                      f"L {PRESETS[name].center:g})")
+                               for name in PRESETS}
+        self.invert_action = self._action("Invert", lambda checked: (m.set_invert(checked), self._sync_actions()),
+                                          checkable=True, tip="Invert grey levels (I)")
+        self.rotate_left_action = self._action("Rotate ⟲", lambda: m.rotate(-90), tip="Rotate 90° counter-clockwise")
+        self.rotate_right_action = self._action("Rotate ⟳", lambda: m.rotate(90), tip="Rotate 90° clockwise")
+        self.flip_h_action = self._action("Flip ↔", lambda: m.flip(horizontal=True), tip="Mirror left-right")
+        self.flip_v_action = self._action("Flip ↕", lambda: m.flip(horizontal=False), tip="Mirror top-bottom")
+        self.reset_action = self._action("Reset", m.reset, tip="Back to the file's window and fit (R)")
+        self.fit_action = self._action("Fit", m.fit, tip="Zoom to fit (F)")
+        self.cine_action = self._action("Cine", lambda checked: (m.set_playing(checked), self._sync_actions()),
+                                        checkable=True, tip="Play the series (Space)")
+
+    def _build_menus(self) -> None:
+        file_menu = self.menuBar().addMenu("&File")
+        file_menu.addAction(self.import_files_action)
+        file_menu.addAction(self.import_folder_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.settings_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        view_menu = self.menuBar().addMenu("&View")
+        view_menu.addAction(self.tags_action)
+        view_menu.addAction(self.overlays_action)
+        view_menu.addAction(self.browser_dock.toggleViewAction())
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self.about_action)
+
+    def _build_toolbar(self) -> None:
+        bar = self.addToolBar("Image")
+        bar.setObjectName("image-toolbar")
+        bar.addWidget(QLabel(" Window: ", bar))
+        for action in self.preset_actions.values():
+            bar.addAction(action)
+        bar.addSeparator()
+        for action in (self.invert_action, self.rotate_left_action, self.rotate_right_action, self.flip_h_action,
+                       self.flip_v_action, self.fit_action, self.reset_action):
+            bar.addAction(action)
+        bar.addSeparator()
+        bar.addAction(self.cine_action)
+        self.fps_box = QSpinBox(bar)
+        self.fps_box.setRange(int(vm.CINE_FPS_MIN), int(vm.CINE_FPS_MAX))
+        self.fps_box.setValue(int(self.viewport.model.cine_fps))
+        self.fps_box.setSuffix(" fps")
+        self.fps_box.setToolTip("Cine speed")
+        self.fps_box.valueChanged.connect(self.viewport.model.set_cine_fps)
+        bar.addWidget(self.fps_box)
+
+    # -- model -> window -----------------------------------------------------------------------------------
+
+    def _sync_actions(self) -> None:
+        """Checkable actions show the model's state (the model may refuse, e.g. cine on a single image)."""
+        m = self.viewport.model
+        self.invert_action.setChecked(m.invert)
+        self.cine_action.setChecked(m.playing)
+        self.fps_box.blockSignals(True)
+        self.fps_box.setValue(round(m.cine_fps))
+        self.fps_box.blockSignals(False)
+
+    def _on_model_changed(self, event: Changed) -> None:
+        m = self.viewport.model
+        if event.aspects & {vm.INVERT, vm.CINE}:
+            self._sync_actions()
+        if event.aspects & {vm.INDEX, vm.SERIES} and self.tag_dock.isVisible():
+            self.tag_browser.show_slice(m.series, m.index)
+
+    def _on_tag_dock_visibility(self, visible: bool) -> None:
+        if visible and not self._tag_dock_sized:
+            self._tag_dock_sized = True
+            self.resizeDocks([self.tag_dock], [480], Qt.Orientation.Horizontal)
+        if visible:
+            self.tag_browser.show_slice(self.viewport.model.series, self.viewport.model.index)
+
+    def _on_load_progress(self, done: int, total: int) -> None:
+        if done < total:
+            self.statusBar().showMessage(f"Loading series: {done}/{total} slices decoded")
+        else:
+            self.statusBar().showMessage(f"Series loaded ({total} slices)", 5000)
+
+    def _on_viewport_message(self, text: str) -> None:
+        if text and text not in ("Loading…",):
+            self.statusBar().showMessage(text, 10000)
+
+    # -- opening series ------------------------------------------------------------------------------------
+
+    def open_series(self, series_uid: str) -> bool:
+        """Show a series of the local library in the viewport.  False (and a message) when it cannot."""
+        try:
+            series = open_series(self.library, series_uid)
+        except MifasError as exc:
+            self.show_error("Cannot open series", str(exc))
+            self.load_failed.emit(str(exc))
+            return False
+        log.info("opening series %s (%d frames)", series_uid, len(series))
+        self.current_series_uid = series_uid
+        self.viewport.set_series(series)
+        self.viewport.setFocus()
+        record = self.library.series_record(series_uid)
+        description = record.series_description if record and record.series_description else "series"
+        self.statusBar().showMessage(f"Opened {description} ({len(series)} images)", 5000)
+        self.series_opened.emit(series_uid)
+        return True
+
+    # -- import --------------------------------------------------------------------------------------------
+
+    def choose_import_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(self, "Import DICOM files", "", "All files (*)")
+        if paths:
+            self.import_paths(paths)
+
+    def choose_import_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Import a folder (searched recursively)")
+        if folder:
+            self.import_paths([folder])
+
+    def import_paths(self, paths: Iterable[str | Path], *, open_first: bool = False) -> TaskHandle | None:
+        """Import files and folders in a worker; progress with Cancel; a summary dialog at the end."""
+        paths = [Path(p) for p in paths]
+        if self._job is not None:
+            self.show_error("Busy", "Another import is still running; wait for it or cancel it first.")
+            return None
+        library = self.library
+
+        def work(progress, cancel):
+            return import_paths(library, paths, progress=progress, cancel=cancel)
+
+        def done(summary: ImportSummary) -> None:
+            self.last_import_summary = summary
+            log.info("import finished: %d added, %d duplicates, %d failed%s", summary.added, summary.duplicates,
+                     summary.failures_total, " (cancelled)" if summary.cancelled else "")
+            self.browser.refresh(next(iter(sorted(summary.study_uids)), None))
+            self.statusBar().showMessage(summary.describe(), 10000)
+            self.import_summary_dialog = ImportSummaryDialog(summary, self)
+            self.import_summary_dialog.show()  # non-modal: the work is over, reading it blocks nothing
+            self.import_finished.emit(summary)
+            if open_first:
+                series_uid = first_series_uid(self.library, summary.study_uids)
+                if series_uid is None:
+                    reason = "Nothing that could be shown was imported. " + summary.describe()
+                    self.load_failed.emit(reason)
+                else:
+                    self.open_series(series_uid)
+
+        self._start_job(work, done, "Importing…", "import")
+        return self._job
+
+    # -- demo ----------------------------------------------------------------------------------------------
+
+    def load_demo(self, *, open_after: bool = True) -> TaskHandle | None:
+        """Store the synthetic demo study in the library (worker), then open its series."""
+        if self._job is not None:
+            self.show_error("Busy", "Another import is still running; wait for it or cancel it first.")
+            return None
+        library = self.library
+
+        def work(progress, cancel):
+            return store_demo_study(library, progress, cancel)
+
+        def done(result: tuple[str, str]) -> None:
+            study_uid, series_uid = result
+            self.browser.refresh(study_uid)
+            if open_after:
+                self.open_series(series_uid)
+
+        self._start_job(work, done, "Creating the demo study…", "demo")
+        return self._job
+
+    # -- jobs ----------------------------------------------------------------------------------------------
+
+    def _start_job(self, work, done, label: str, name: str) -> None:
+        dialog = QProgressDialog(label, "Cancel", 0, 0, self)
+        dialog.setWindowTitle(APP_TITLE)
+        dialog.setWindowModality(Qt.WindowModality.NonModal)
+        dialog.setMinimumDuration(500)  # short jobs never flash a dialog
+        dialog.setAutoClose(False)
+        dialog.setAutoReset(False)
+        self.progress_dialog = dialog
+        self.import_files_action.setEnabled(False)
+        self.import_folder_action.setEnabled(False)
+
+        def progress(n: int, total: int) -> None:
+            dialog.setMaximum(max(total, 1))
+            dialog.setValue(min(n, max(total, 1)))
+            dialog.setLabelText(f"{label} {n}/{total}")
+
+        def failed(exc: BaseException) -> None:
+            reason = describe_error(exc)
+            if isinstance(exc, OperationCancelled):
+                self.statusBar().showMessage("Cancelled.", 5000)
+            else:
+                self.show_error("The operation failed", reason)
+            self.load_failed.emit(reason)
+
+        def finished() -> None:
+            self._job = None
+            dialog.reset()
+            dialog.hide()
+            dialog.deleteLater()
+            if self.progress_dialog is dialog:
+                self.progress_dialog = None
+            self.import_files_action.setEnabled(True)
+            self.import_folder_action.setEnabled(True)
+
+        self._job = self._jobs.submit(work, on_done=done, on_error=failed, on_progress=progress,
+                                      on_finished=finished, name=name)
+        job = self._job
+        dialog.canceled.connect(lambda: (job.cancel(), dialog.setLabelText("Cancelling…")))
+
+    def cancel_job(self) -> None:
+        if self._job is not None:
+            self._job.cancel()
+
+    @property
+    def busy(self) -> bool:
+        return self._job is not None
+
+    # -- dialogs -------------------------------------------------------------------------------------------
+
+    def show_error(self, title: str, text: str) -> None:
+        """A warning in plain words, opened without blocking the event loop."""
+        box = QMessageBox(QMessageBox.Icon.Warning, title, text, QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        self.message_box = box
+        box.open()
+
+    def show_about(self) -> None:
+        box = QMessageBox(QMessageBox.Icon.Information, f"About {APP_TITLE}",
+                          f"{APP_TITLE} {viewer.__version__}\n\nA desktop DICOM viewer whose PACS connection "
+                          "survives server failover.\n\nNot for primary diagnosis.",
+                          QMessageBox.StandardButton.Ok, self)
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+
+    # -- settings and PACS (viewer.settings / viewer.pacs are optional until they exist) -------------------
+
+    def _configure_pacs(self) -> None:
+        """One browser page per configured node (created when first selected)."""
+        try:
+            from viewer.ui.pacs_panel import PacsPanel
+        except ImportError:  # a build without viewer.pacs: the local library only
+            return
+        settings = self.settings
+        nodes = list(getattr(settings, "nodes", []) or [])
+        via = getattr(settings, "default_via", "get")
+        move_port = getattr(settings, "storage_port", None)
+
+        def page(node):
+            panel = PacsPanel(node, self.library, via=via, move_port=move_port)
+            panel.retrieved.connect(self._on_retrieved)
+            return panel
+
+        self.browser.set_pacs_nodes(nodes, page)
+        for warning in getattr(settings, "warnings", ()):
+            self.statusBar().showMessage(warning, 15000)
+
+    def _on_retrieved(self, study_uid: str) -> None:
+        self.browser.refresh(study_uid)
+        self.statusBar().showMessage("Images retrieved into the local library (Source: Local library).", 8000)
+
+    def open_settings(self) -> None:
+        try:
+            from viewer.ui.settings_dialog import SettingsDialog
+        except ImportError:
+            self.show_error("Settings", "PACS settings are not available in this build.")
+            return
+        dialog = SettingsDialog(self.settings, self, path=self.settings_path)
+        dialog.saved.connect(self._on_settings_saved)
+        self.settings_dialog = dialog
+        dialog.open()
+
+    def _on_settings_saved(self, settings) -> None:
+        self.settings = settings
+        self._configure_pacs()
+
+    # -- shutdown ------------------------------------------------------------------------------------------
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Cancel every worker (bounded waits); the library stays open (the caller owns it)."""
+        self._jobs.shutdown()
+        self.viewport.shutdown()
+        self.browser.shutdown()
+        self.tag_browser.shutdown()

@@ -1,0 +1,298 @@
+"""A PACS node as a browser page: query its studies, retrieve them into the local library.
+
+All network work runs in workers (``viewer.pacs.client``: ``open_client(...).find`` and
+``retrieve_to_library``); the panel only shows results, progress and, when something fails, the error's sentence
+in its status line: never a blocking dialog, never a traceback.  Retrievals queue one after another and can be
+cancelled; what arrived before a cancel or a failure stays in the library.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from viewer.errors import OperationCancelled
+from viewer.library import Library, is_valid_uid
+from viewer.pacs.client import open_client, retrieve_to_library
+from viewer.pacs.node import Node
+from viewer.ui.browser import format_date, format_name
+from viewer.ui.search_fields import SearchFields
+from viewer.ui.workers import TaskRunner, describe_error
+
+log = logging.getLogger(__name__)
+
+VIA_LABELS = {"get": "C-GET", "move": "C-MOVE", "wado": "DICOMweb (WADO-RS)"}
+QUERY_RESULTS_MAX = 2000  # studies one query lists; the status line says when the node had more
+ERROR_STYLE = "color: #b00020;"
+_ROOT = QModelIndex()  # the invalid index: Qt's default 'parent' argument
+
+
+class StudyResultsModel(QAbstractTableModel):
+    COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Modalities", "Accession", "Images", "Local")
+
+    def __init__(self, held: Callable[[str], bool], parent=None) -> None:
+        super().__init__(parent)
+        self._rows: list[dict[str, str]] = []
+        self._held = held  # study UID -> already in the local library?
+
+    def set_rows(self, rows: Sequence[dict[str, str]]) -> None:
+        self.beginResetModel()
+        self._rows = list(rows)
+        self.endResetModel()
+
+    def row(self, index: int) -> dict[str, str]:
+        return self._rows[index]
+
+    def refresh_local(self) -> None:
+        if self._rows:
+            column = len(self.COLUMNS) - 1
+            self.dataChanged.emit(self.index(0, column), self.index(len(self._rows) - 1, column))
+
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or role != Qt.ItemDataRole.DisplayRole:
+            return None
+        r = self._rows[index.row()]
+        column = index.column()
+        if column == 7:
+            return "yes" if self._held(r.get("StudyInstanceUID", "")) else ""
+        return (format_name(r.get("PatientName", "")), r.get("PatientID", ""), format_date(r.get("StudyDate", "")),
+                r.get("StudyDescription", ""), r.get("ModalitiesInStudy", "").replace("\\", ", "),
+                r.get("AccessionNumber", ""), r.get("NumberOfStudyRelatedInstances", ""))[column]
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+
+class PacsPanel(QWidget):
+    """Search one node and retrieve studies into ``library``.
+
+    ``retrieved(study_uid)`` fires when images of a study have reached the library (as soon as the first arrive,
+    and again when the retrieval ends, however it ends), so the local browser can show them.
+    """
+
+    retrieved = Signal(str)
+
+    def __init__(self, node: Node, library: Library, parent: QWidget | None = None, *, via: str = "get",
+                 move_port: int | None = None) -> None:
+        super().__init__(parent)
+        self.node = node
+        self.library = library
+        self.move_port = move_port
+        self.title = QLabel(f"<b>{_escape(node.name)}</b> — {_escape(node.describe())}", self)
+        self.search = SearchFields(self)
+        self.search.search_requested.connect(self.run_query)
+        self.via = QComboBox(self)
+        for key, label in VIA_LABELS.items():
+            if key != "wado" or node.dicomweb_url:
+                self.via.addItem(label, key)
+        found = self.via.findData(via)
+        self.via.setCurrentIndex(found if found >= 0 else 0)
+        self.results = StudyResultsModel(self._held, self)
+        self.table = QTableView(self)
+        self.table.setModel(self.results)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setWordWrap(False)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.selectionModel().selectionChanged.connect(self._update_buttons)
+        self.table.activated.connect(lambda _index: self.retrieve_selected())
+        self.retrieve_button = QPushButton("Retrieve", self)
+        self.retrieve_button.setToolTip("Copy the selected studies into the local library")
+        self.retrieve_button.clicked.connect(self.retrieve_selected)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress = QProgressBar(self)
+        self.progress.setTextVisible(True)
+        self.progress.hide()
+        self.status = QLabel("", self)
+        self.status.setWordWrap(True)
+        self.status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        via_row = QHBoxLayout()
+        via_row.addWidget(QLabel("Retrieve with", self))
+        via_row.addWidget(self.via, 1)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.retrieve_button)
+        buttons.addWidget(self.cancel_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.title)
+        layout.addWidget(self.search)
+        layout.addLayout(via_row)
+        layout.addWidget(self.table, 1)
+        layout.addLayout(buttons)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.status)
+        self._queries = TaskRunner(self, max_threads=1, name="pacs query")
+        self._retrievals = TaskRunner(self, max_threads=1, name="pacs retrieve")  # one after another
+        self._query_task = None
+        self._retrieve_tasks: list = []
+        self._query_serial = 0
+        self._update_buttons()
+
+    # -- state -----------------------------------------------------------------------------------------------
+
+    @property
+    def selected_via(self) -> str:
+        return str(self.via.currentData())
+
+    @property
+    def busy(self) -> bool:
+        return (self._query_task is not None and self._query_task.running) or any(
+            t.running for t in self._retrieve_tasks)
+
+    def _held(self, study_uid: str) -> bool:
+        try:
+            return bool(study_uid) and self.library.study(study_uid) is not None
+        except Exception:  # the library is the local disk; a failure here must not break painting
+            return False
+
+    def _update_buttons(self, *_: object) -> None:
+        self.retrieve_button.setEnabled(bool(self.table.selectionModel().selectedRows()))
+        self.cancel_button.setEnabled(self.busy)
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        self.status.setStyleSheet(ERROR_STYLE if error else "")
+        self.status.setText(text)
+
+    # -- query -----------------------------------------------------------------------------------------------
+
+    def run_query(self) -> None:
+        """C-FIND (or QIDO-RS with DICOMweb) at study level with the search fields, in a worker."""
+        if self._query_task is not None:
+            self._query_task.cancel()  # the newest search wins
+        self._query_serial += 1
+        serial = self._query_serial
+        node, via, keys = self.node, self.selected_via, self.search.dicom_keys()
+        query_via = "wado" if via == "wado" else "get"  # C-FIND does not depend on C-GET vs C-MOVE
+
+        def query(progress, cancel):
+            client = open_client(node, query_via)
+            try:
+                return client.find("study", keys, cancel=cancel, limit=QUERY_RESULTS_MAX)
+            finally:
+                client.close()
+
+        def done(rows: list[dict[str, str]]) -> None:
+            if serial != self._query_serial:
+                return
+            rows = [r for r in rows if is_valid_uid(r.get("StudyInstanceUID"))]
+            rows.sort(key=lambda r: (r.get("StudyDate", ""), r.get("StudyTime", "")), reverse=True)
+            self.results.set_rows(rows)
+            self.table.resizeColumnsToContents()
+            more = " (the node may hold more; narrow the search)" if len(rows) >= QUERY_RESULTS_MAX else ""
+            self._say(f"{len(rows)} stud{'y' if len(rows) == 1 else 'ies'} found on {self.node.name}{more}.")
+
+        def failed(exc: BaseException) -> None:
+            if serial == self._query_serial and not isinstance(exc, OperationCancelled):
+                self._say(describe_error(exc), error=True)
+
+        def finished() -> None:
+            self._update_buttons()
+
+        self._say(f"Searching {self.node.name}…")
+        self._query_task = self._queries.submit(query, on_done=done, on_error=failed, on_finished=finished,
+                                                name="pacs query")
+        self._update_buttons()
+
+    # -- retrieve --------------------------------------------------------------------------------------------
+
+    def selected_study_uids(self) -> list[str]:
+        rows = sorted(index.row() for index in self.table.selectionModel().selectedRows())
+        return [self.results.row(r)["StudyInstanceUID"] for r in rows]
+
+    def retrieve_selected(self) -> None:
+        for study_uid in self.selected_study_uids():
+            self.retrieve(study_uid)
+
+    def retrieve(self, study_uid: str, series_uid: str | None = None):
+        """Queue the retrieval of a study (or one series) into the library; returns its task handle."""
+        node, library, via, move_port = self.node, self.library, self.selected_via, self.move_port
+        announced = False
+
+        def work(progress, cancel):
+            return retrieve_to_library(node, library, study_uid, series_uid, via=via, progress=progress,
+                                       cancel=cancel, move_port=move_port)
+
+        def on_progress(done: int, total: int) -> None:
+            nonlocal announced
+            self.progress.show()
+            if total < 0:
+                self.progress.setRange(0, 0)  # the node did not say how many: a busy bar
+                self.progress.setFormat(f"{done} image(s)")
+            else:
+                self.progress.setRange(0, max(total, 1))
+                self.progress.setValue(min(done, max(total, 1)))
+                self.progress.setFormat(f"{done}/{total} images")
+            if done > 0 and not announced:
+                announced = True  # the first images are in: the viewer can show the study already
+                self.retrieved.emit(study_uid)
+
+        def done(result) -> None:
+            self._say(f"Retrieved from {self.node.name}: {result.describe()}",
+                      error=bool(getattr(result, "failed", 0)))
+
+        def failed(exc: BaseException) -> None:
+            if isinstance(exc, OperationCancelled):
+                self._say("Retrieval cancelled; the images already received were kept.")
+            else:
+                self._say(describe_error(exc), error=True)
+
+        def finished() -> None:
+            self._retrieve_tasks = [t for t in self._retrieve_tasks if t.running]
+            if not self._retrieve_tasks:
+                self.progress.hide()
+            self.results.refresh_local()
+            self._update_buttons()
+            self.retrieved.emit(study_uid)
+
+        log.info("retrieving study %s from node %s via %s", study_uid, self.node.name, via)
+        self._say(f"Retrieving from {self.node.name}…")
+        task = self._retrievals.submit(work, on_done=done, on_error=failed, on_progress=on_progress,
+                                       on_finished=finished, name="pacs retrieve")
+        self._retrieve_tasks.append(task)
+        self._update_buttons()
+        return task
+
+    def cancel(self) -> None:
+        """Cancel the running query and every queued or running retrieval."""
+        if self._query_task is not None:
+            self._query_task.cancel()
+        for task in self._retrieve_tasks:
+            task.cancel()
+        if self._retrieve_tasks:
+            self._say("Cancelling…")
+
+    def shutdown(self) -> None:
+        self._queries.shutdown()
+        self._retrievals.shutdown()
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

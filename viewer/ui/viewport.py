@@ -1,0 +1,550 @@
+"""The 2D viewport: paints the current slice of a :class:`~viewer.ui.viewport_model.ViewportModel`.
+
+The widget observes the model and forwards mouse and keys to it; it never decodes on the GUI thread except the
+first slice of a newly set series (one slice is fast, and the user sees an image at once).  The rest of the series
+is decoded by a background :meth:`SeriesImages.preload` in priority order, and a slice the user scrolls to before
+the preload reaches it is decoded by a one-slot "on demand" worker that always takes the latest wanted slice.
+
+Painting: the stored frame goes through the pipeline's lookup table once per (slice, window, invert) into a uint8
+array; a QImage wraps that array without a copy and is drawn through one QTransform (zoom, pan, rotation, flips and
+the physical aspect from Pixel Spacing).  A pure view change (zoom, pan, overlays) repaints without re-rendering.
+
+Mouse: left drag = window/level, right drag = zoom, middle drag or Shift+left drag = pan, wheel = slices
+(Ctrl+wheel = zoom).  Keys: Up/Down, PageUp/PageDown, Home/End = slices; I = invert; R = reset; F = fit;
+Space = cine; 1-4 = CT lung, bone, brain, abdomen presets.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import (
+    QColor,
+    QFont,
+    QFontMetrics,
+    QImage,
+    QKeyEvent,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QTransform,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from viewer.dicom.pixels import PRESETS, Window, render_color
+from viewer.dicom.series import SeriesImages, priority_order
+from viewer.errors import MifasError
+from viewer.ui import viewport_model as vm
+from viewer.ui.viewport_model import Changed, ViewportModel
+from viewer.ui.workers import TaskRunner, describe_error
+
+log = logging.getLogger(__name__)
+
+LOADING_TEXT = "Loading…"
+NO_SERIES_TEXT = "No series open"
+ASPECT_MAX = 20.0  # pixel aspect ratios beyond this are header errors; drawn square instead
+WHEEL_STEP = 120  # QWheelEvent angle units per notch
+ZOOM_DRAG_PER_PIXEL = 0.01  # right drag: zoom *= exp(-dy * this)
+PRESET_KEYS = {Qt.Key.Key_1: "CT lung", Qt.Key.Key_2: "CT bone", Qt.Key.Key_3: "CT brain",
+               Qt.Key.Key_4: "CT abdomen"}
+OVERLAY_TEXT_COLOR = QColor(230, 230, 230)
+OVERLAY_SHADOW_COLOR = QColor(0, 0, 0)
+OVERLAY_MARGIN_PX = 6
+
+
+@dataclass(frozen=True)
+class SeriesOverlay:
+    """Series-level overlay text (top corners): patient and study, read once from the first header."""
+
+    top_left: tuple[str, ...] = ()
+    top_right: tuple[str, ...] = ()
+
+
+def _date(value: object) -> str:
+    text = str(value or "").strip()
+    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
+
+
+def series_overlay(header) -> SeriesOverlay:
+    """Overlay lines from a header: patient name and ID top left; study date, description, series top right."""
+
+    def get(keyword: str) -> str:
+        try:
+            return str(header.get(keyword, "") or "").strip()
+        except Exception:  # a malformed value must not stop the overlay
+            return ""
+
+    name = get("PatientName").replace("^", " ").strip()
+    left = tuple(t for t in (name, f"ID: {get('PatientID')}" if get("PatientID") else "") if t)
+    series = " ".join(t for t in (f"Se: {get('SeriesNumber')}" if get("SeriesNumber") else "",
+                                  get("SeriesDescription")) if t)
+    right = tuple(t for t in (_date(get("StudyDate")), get("StudyDescription"), series) if t)
+    return SeriesOverlay(left, right)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:.4g}"
+
+
+class _LatestRequest:
+    """The one slice the on-demand worker should decode next: only the latest request counts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._target: tuple[SeriesImages, int] | None = None
+
+    def put(self, series: SeriesImages, index: int) -> None:
+        with self._lock:
+            self._target = (series, index)
+
+    def take(self) -> tuple[SeriesImages, int] | None:
+        with self._lock:
+            target, self._target = self._target, None
+            return target
+
+    def clear(self) -> None:
+        self.take()
+
+
+class Viewport(QWidget):
+    """One 2D viewport.  ``model`` is its state; ``displayed_array()`` the uint8 image last rendered."""
+
+    slice_painted = Signal(int)  # a decoded slice (this index) was drawn
+    load_progress = Signal(int, int)  # slices decoded in the background, total
+    message_changed = Signal(str)  # "" when the slice is shown, else "Loading…" or the error text
+
+    def __init__(self, parent: QWidget | None = None, *, model: ViewportModel | None = None) -> None:
+        super().__init__(parent)
+        self.model = model or ViewportModel()
+        self.model.changed.connect(self._on_model_changed)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setMinimumSize(200, 200)
+        self._preloader = TaskRunner(self, max_threads=1, name="series preload")
+        self._on_demand = TaskRunner(self, max_threads=1, name="slice decode")
+        self._preload_task = None
+        self._wanted = _LatestRequest()
+        self._demand_running = False
+        self._cine = QTimer(self)
+        self._cine.timeout.connect(self.model.advance_cine)
+        self._overlays_visible = True
+        self._font = QFont(self.font())
+        self._font.setPixelSize(13)
+        self._metrics = QFontMetrics(self._font)
+        self._series_overlay = SeriesOverlay()
+        self._held: tuple[SeriesImages, int, np.ndarray] | None = None  # last slice decoded on demand
+        self._errors: dict[int, str] = {}  # unexpected (non-DICOM) failures per slice; DICOM ones: series.error()
+        # What was rendered: the uint8 array (kept alive: the QImage shares its buffer) and its facts.
+        self._dirty = True
+        self._rendered: np.ndarray | None = None
+        self._qimage: QImage | None = None
+        self._aspect = (1.0, 1.0)
+        self._slice_lines: tuple[str, ...] = ()
+        self._window_line = ""
+        self._message = NO_SERIES_TEXT
+        self._painted_index = -1
+        self._drag_mode: str | None = None
+        self._drag_last = QPointF()
+        self._drag_anchor = (0.0, 0.0)
+        self._wheel_rest = 0
+
+    # -- public API --------------------------------------------------------------------------------------
+
+    def set_series(self, series: SeriesImages | None, index: int = 0) -> None:
+        """Show ``series``: decode slice ``index`` now, the rest in the background (first, middle, last, then
+        outward from ``index``)."""
+        self._stop_loading()
+        self._errors.clear()
+        self._series_overlay = SeriesOverlay()
+        if series is not None and len(series):
+            index = min(max(index, 0), len(series) - 1)
+            self._decode_now(series, index)
+            try:
+                self._series_overlay = series_overlay(series.header(index))
+            except MifasError:
+                pass
+        self._painted_index = -1
+        self.model.set_series(series, index)
+        if series is not None and len(series) > 1:
+            order = priority_order(len(series), index)
+
+            def preload(progress, cancel):
+                return series.preload(order, cancel, progress)
+
+            self._preload_task = self._preloader.submit(
+                preload, on_progress=self._on_preload_progress, name="series preload")
+
+    def shutdown(self) -> None:
+        """Stop cine and every background decode (bounded wait).  Call before the widget goes away."""
+        self.model.set_playing(False)
+        self._stop_loading()
+        self._preloader.shutdown()
+        self._on_demand.shutdown()
+
+    def displayed_array(self) -> np.ndarray | None:
+        """The uint8 image (rows, cols) or (rows, cols, 3) last rendered for display, before the view
+        transform; None when the current slice is not shown (loading, error, no series)."""
+        self._ensure_rendered()
+        return self._rendered
+
+    @property
+    def message(self) -> str:
+        """What the viewport says instead of an image: "", "Loading…", an error sentence, "No series open"."""
+        self._ensure_rendered()
+        return self._message
+
+    @property
+    def painted_index(self) -> int:
+        """The slice index drawn by the last paint (-1 when no slice has been drawn)."""
+        return self._painted_index
+
+    @property
+    def overlays_visible(self) -> bool:
+        return self._overlays_visible
+
+    def set_overlays_visible(self, visible: bool) -> None:
+        self._overlays_visible = bool(visible)
+        self.update()
+
+    def overlay_lines(self) -> dict[str, tuple[str, ...]]:
+        """The overlay text by corner (for tests and accessibility)."""
+        self._ensure_rendered()
+        bottom_right = tuple(t for t in (self._window_line, self._zoom_line()) if t)
+        return {"top_left": self._series_overlay.top_left, "top_right": self._series_overlay.top_right,
+                "bottom_left": self._slice_lines, "bottom_right": bottom_right}
+
+    def view_transform(self) -> QTransform:
+        """Image pixel coordinates (column, row) -> widget coordinates."""
+        t = QTransform()
+        if self._rendered is None:
+            return t
+        rows, cols = self._rendered.shape[:2]
+        scale = self._display_scale()
+        ax, ay = self._aspect
+        m = self.model
+        t.translate(self.width() / 2 + m.pan[0], self.height() / 2 + m.pan[1])
+        t.scale(-1.0 if m.flip_h else 1.0, -1.0 if m.flip_v else 1.0)
+        t.rotate(m.rotation)
+        t.scale(scale * ax, scale * ay)
+        t.translate(-cols / 2, -rows / 2)
+        return t
+
+    # -- model -> view -------------------------------------------------------------------------------------
+
+    def _on_model_changed(self, event: Changed) -> None:
+        if event.aspects & vm.PIXEL_ASPECTS:
+            self._dirty = True
+        if vm.CINE in event.aspects:
+            if self.model.playing:
+                self._cine.start(max(1, round(1000 / self.model.cine_fps)))
+            else:
+                self._cine.stop()
+        self.update()
+
+    def _ensure_rendered(self) -> None:
+        if not self._dirty:
+            return
+        self._dirty = False
+        previous = self._message
+        self._render_current()
+        if self._message != previous:
+            self.message_changed.emit(self._message)
+
+    def _render_current(self) -> None:
+        series, i = self.model.series, self.model.index
+        self._rendered = None
+        self._qimage = None
+        self._window_line = ""
+        self._slice_lines = self._position_lines(series, i, None)
+        if series is None or len(series) == 0:
+            self._message = NO_SERIES_TEXT
+            return
+        failure = self._errors.get(i) or series.error(i)
+        if failure is not None:
+            self._message = describe_error(failure) if isinstance(failure, BaseException) else failure
+            return
+        held = self._held
+        if series.is_loaded(i):
+            stored = None
+        elif held is not None and held[0] is series and held[1] == i:
+            stored = held[2]  # decoded on demand but already evicted from a full cache: keep showing it
+        else:
+            self._message = LOADING_TEXT
+            self._request_decode(series, i)
+            return
+        try:
+            if stored is None:
+                stored = series.stored(i)  # a cache hit: is_loaded said so
+            info = series.info(i)
+            if stored.ndim == 3:
+                out = render_color(stored, self.model.window, self.model.invert)
+            else:
+                out = series.pipeline(i).render(stored, self.model.window, self.model.invert)
+        except Exception as exc:  # never let one bad slice take the viewer down
+            if not isinstance(exc, MifasError):
+                log.exception("rendering slice %d of a series failed", i)
+            self._message = describe_error(exc)
+            return
+        out = np.ascontiguousarray(out, dtype=np.uint8)
+        rows, cols = out.shape[:2]
+        fmt = QImage.Format.Format_Grayscale8 if out.ndim == 2 else QImage.Format.Format_RGB888
+        self._qimage = QImage(out.data, cols, rows, out.strides[0], fmt)  # shares out's buffer: no copy
+        self._rendered = out
+        self._aspect = _aspect(info.pixel_spacing)
+        self._slice_lines = self._position_lines(series, i, info)
+        self._window_line = self._describe_window(series, i, stored)
+        self._message = ""
+
+    def _position_lines(self, series: SeriesImages | None, i: int, info) -> tuple[str, ...]:
+        if series is None or len(series) == 0:
+            return ()
+        lines = [f"Im: {i + 1}/{len(series)}"]
+        location = getattr(info, "slice_location", None) if info is not None else None
+        position = getattr(info, "image_position", None) if info is not None else series.frame_ref(i).position
+        if location is not None:
+            lines.append(f"Loc: {location:.2f} mm")
+        elif position is not None:
+            lines.append(f"Pos: {position[2]:.2f} mm")
+        return tuple(lines)
+
+    def _describe_window(self, series: SeriesImages, i: int, stored: np.ndarray) -> str:
+        if stored.ndim == 3 and self.model.window is None:
+            return ""
+        if self.model.window is None and series.pipeline(i).has_voi_lut:
+            return "VOI LUT"
+        window = self.model.effective_window()
+        return f"W: {_fmt(window.width)} L: {_fmt(window.center)}" if window is not None else ""
+
+    def _display_scale(self) -> float:
+        """View pixels per image pixel along the finer axis: fit scale x zoom."""
+        if self._rendered is None:
+            return 1.0
+        rows, cols = self._rendered.shape[:2]
+        ax, ay = self._aspect
+        w, h = cols * ax, rows * ay
+        if self.model.rotation in (90, 270):
+            w, h = h, w
+        fit = min(self.width() / w, self.height() / h) if w > 0 and h > 0 else 1.0
+        return fit * self.model.zoom
+
+    def _zoom_line(self) -> str:
+        if self._rendered is None:
+            return ""
+        return f"Zoom: {self._display_scale() * min(self._aspect) * 100:.0f}%"
+
+    # -- decoding ------------------------------------------------------------------------------------------
+
+    def _decode_now(self, series: SeriesImages, i: int) -> None:
+        """The one synchronous decode: the first slice shown of a new series."""
+        try:
+            series.stored(i)
+        except MifasError:
+            pass  # remembered by the series; the viewport shows its message
+        except Exception as exc:
+            log.exception("decoding the first slice of a series failed")
+            self._errors[i] = describe_error(exc)
+
+    def _request_decode(self, series: SeriesImages, i: int) -> None:
+        self._wanted.put(series, i)
+        if self._demand_running:
+            return  # the running worker takes the latest request when it is done
+        self._demand_running = True
+        wanted = self._wanted
+
+        def decode(progress, cancel):
+            target = wanted.take()
+            if target is None or cancel.is_set():
+                return None
+            target_series, index = target
+            try:
+                return target_series, index, target_series.stored(index), None
+            except MifasError:
+                return target_series, index, None, None  # remembered by the series: series.error(index)
+            except Exception as exc:
+                log.exception("decoding slice %d failed", index)
+                return target_series, index, None, describe_error(exc)
+
+        self._on_demand.submit(decode, on_done=self._on_decoded, on_finished=self._on_decode_finished,
+                               name="slice decode")
+
+    def _on_decoded(self, result) -> None:
+        if result is None:
+            return
+        series, index, stored, error = result
+        if series is self.model.series:
+            if error:
+                self._errors[index] = error
+            if stored is not None:
+                self._held = (series, index, stored)
+            if index == self.model.index:
+                self._dirty = True
+                self.update()
+
+    def _on_decode_finished(self) -> None:
+        self._demand_running = False
+        series = self.model.series
+        if series is not None and self._message == LOADING_TEXT and not self._dirty:
+            self._dirty = True  # the wanted slice changed while we decoded: render asks again
+            self.update()
+
+    def _on_preload_progress(self, done: int, total: int) -> None:
+        self.load_progress.emit(done, total)
+        series = self.model.series
+        if series is not None and self._message == LOADING_TEXT and series.is_loaded(self.model.index):
+            self._dirty = True
+            self.update()
+
+    def _stop_loading(self) -> None:
+        if self._preload_task is not None:
+            self._preload_task.cancel()
+            self._preload_task = None
+        self._wanted.clear()
+        self._on_demand.cancel_all()
+        self._held = None
+
+    # -- painting ------------------------------------------------------------------------------------------
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        self._ensure_rendered()
+        p = QPainter(self)
+        try:
+            p.fillRect(self.rect(), Qt.GlobalColor.black)
+            drawn = self._qimage is not None
+            if drawn:
+                transform = self.view_transform()
+                p.setTransform(transform)
+                p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self._display_scale() < 1.0)
+                p.drawImage(0, 0, self._qimage)
+                p.resetTransform()
+            else:
+                p.setPen(OVERLAY_TEXT_COLOR)
+                p.setFont(self._font)
+                p.drawText(QRectF(self.rect()).adjusted(20, 20, -20, -20),
+                           int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self._message)
+            if self._overlays_visible:
+                self._paint_overlays(p)
+        finally:
+            p.end()
+        if drawn:
+            self._painted_index = self.model.index
+            self.slice_painted.emit(self._painted_index)
+
+    def _paint_overlays(self, p: QPainter) -> None:
+        lines = self.overlay_lines()
+        p.setFont(self._font)
+        step = self._metrics.lineSpacing()
+        ascent = self._metrics.ascent()
+        w, h, m = self.width(), self.height(), OVERLAY_MARGIN_PX
+        for corner, texts in lines.items():
+            right = corner.endswith("right")
+            top = corner.startswith("top")
+            y0 = m + ascent if top else h - m - step * len(texts) + ascent
+            for k, text in enumerate(texts):
+                x = w - m - self._metrics.horizontalAdvance(text) if right else m
+                y = y0 + k * step
+                p.setPen(OVERLAY_SHADOW_COLOR)
+                p.drawText(x + 1, y + 1, text)
+                p.setPen(OVERLAY_TEXT_COLOR)
+                p.drawText(x, y, text)
+
+    # -- input ---------------------------------------------------------------------------------------------
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        button = event.button()
+        shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and shift):
+            self._drag_mode = "pan"
+        elif button == Qt.MouseButton.LeftButton:
+            self._drag_mode = "window"
+        elif button == Qt.MouseButton.RightButton:
+            self._drag_mode = "zoom"
+            pos = event.position()
+            self._drag_anchor = (pos.x() - self.width() / 2, pos.y() - self.height() / 2)
+        else:
+            return super().mousePressEvent(event)
+        self._drag_last = event.position()
+        event.accept()
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._drag_mode is None:
+            return super().mouseMoveEvent(event)
+        pos = event.position()
+        dx, dy = pos.x() - self._drag_last.x(), pos.y() - self._drag_last.y()
+        self._drag_last = pos
+        if self._drag_mode == "window":
+            self.model.drag_window(dx, dy)
+        elif self._drag_mode == "zoom":
+            self.model.zoom_by(math.exp(-dy * ZOOM_DRAG_PER_PIXEL), anchor=self._drag_anchor)
+        else:
+            self.model.pan_by(dx, dy)
+        event.accept()
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        self._drag_mode = None
+        event.accept()
+
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
+        if event.button() == Qt.MouseButton.LeftButton:
+            self.model.fit()
+        event.accept()
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        self._wheel_rest += event.angleDelta().y()
+        steps = int(self._wheel_rest / WHEEL_STEP)  # toward zero: keeps the sign of the remainder
+        if steps:
+            self._wheel_rest -= steps * WHEEL_STEP
+            if event.modifiers() & Qt.KeyboardModifier.ControlModifier:
+                pos = event.position()
+                self.model.zoom_by(1.25 ** steps, anchor=(pos.x() - self.width() / 2, pos.y() - self.height() / 2))
+            else:
+                self.model.scroll(-steps)  # wheel away from the user = previous slice
+        event.accept()
+
+    def keyPressEvent(self, event: QKeyEvent) -> None:
+        key = event.key()
+        m = self.model
+        page = max(1, m.count // 10)
+        actions = {
+            Qt.Key.Key_Up: lambda: m.scroll(-1),
+            Qt.Key.Key_Down: lambda: m.scroll(1),
+            Qt.Key.Key_PageUp: lambda: m.scroll(-page),
+            Qt.Key.Key_PageDown: lambda: m.scroll(page),
+            Qt.Key.Key_Home: lambda: m.set_index(0),
+            Qt.Key.Key_End: lambda: m.set_index(m.count - 1),
+            Qt.Key.Key_I: m.toggle_invert,
+            Qt.Key.Key_R: m.reset,
+            Qt.Key.Key_F: m.fit,
+            Qt.Key.Key_Space: m.toggle_playing,
+        }
+        if key in PRESET_KEYS:
+            m.apply_preset(PRESET_KEYS[key])
+        elif key in actions:
+            actions[key]()
+        else:
+            return super().keyPressEvent(event)
+        event.accept()
+
+
+def _aspect(pixel_spacing) -> tuple[float, float]:
+    """(x, y) scale factors for square physical pixels: column spacing across, row spacing down, normalised so
+    the finer axis is 1.  Missing or absurd spacing draws pixels square."""
+    try:
+        row_mm, col_mm = (float(v) for v in pixel_spacing)
+    except (TypeError, ValueError):
+        return (1.0, 1.0)
+    if not (row_mm > 0 and col_mm > 0 and math.isfinite(row_mm) and math.isfinite(col_mm)):
+        return (1.0, 1.0)
+    if max(row_mm, col_mm) / min(row_mm, col_mm) > ASPECT_MAX:
+        return (1.0, 1.0)
+    finer = min(row_mm, col_mm)
+    return (col_mm / finer, row_mm / finer)
+
+
+__all__ = ["LOADING_TEXT", "NO_SERIES_TEXT", "PRESETS", "Viewport", "Window", "series_overlay"]
