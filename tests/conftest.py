@@ -8,6 +8,7 @@ import pytest
 
 from viewer.library import Library
 
+
 @pytest.fixture
 def library(tmp_path: Path) -> Library:
     lib = Library.open(tmp_path / "library")
