@@ -55,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from viewer.pacs import keep_patient_data_out_of_logs
+
+    keep_patient_data_out_of_logs()  # pynetdicom logs identifiers (patient names) at INFO otherwise
     if args.open is not None and not args.open.exists():
         print(f"mifas-viewer: {args.open} does not exist.", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,302 @@
+"""``mifas-pacs``: talk to a PACS from the command line (echo, find, get).
+
+    mifas-pacs echo --node ORTHANC@127.0.0.1:4242
+    mifas-pacs find --node ORTHANC@127.0.0.1:4242 --level study -k PatientName='DOE*' -k StudyDate=20240101-
+    mifas-pacs get  --node ORTHANC@127.0.0.1:4242 --study 1.2.3 --library ~/mifas-library [--via move --port 11113]
+
+``--node`` is ``AET@HOST:PORT`` or the name of a node saved in the settings.  Results go to stdout (find: one
+JSON object per line); progress goes to stderr, only when stderr is a terminal or with ``--progress``.
+Exit status: 0 success, 1 the operation failed, 2 the command line is wrong, 130 interrupted; a failure prints
+exactly one line, ``mifas-pacs: <reason>``, to stderr.  Logs name UIDs only, never patient data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import errno
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydicom.datadict import tag_for_keyword
+
+import viewer
+from viewer.errors import LibraryError, MifasError, NotDicomError, OperationCancelled, StorageFullError
+from viewer.library.store import Library, is_valid_uid
+from viewer.pacs.client import VIAS, PacsClient, open_client, retrieve_study
+from viewer.pacs.dicomweb import part10_sop_instance_uid
+from viewer.pacs.dimse import keep_patient_data_out_of_logs
+from viewer.pacs.node import (
+    FIND_RESULTS_LIMIT_MAX,
+    FIND_RESULTS_MAX,
+    QUERY_LEVELS,
+    Node,
+    Timeouts,
+    parse_node,
+    validate_url,
+)
+from viewer.settings import load_settings
+
+PROG = "mifas-pacs"
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+PROGRESS_INTERVAL_S = 0.1
+KEYS_MAX = 64
+
+log = logging.getLogger("viewer.pacs.cli")
+
+
+class UsageError(Exception):
+    """The command line is wrong (exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]  # one line, not usage + message
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Query and retrieve studies from a DICOM node (PACS).")
+    parser.add_argument("--version", action="version", version=f"{PROG} {viewer.__version__}")
+    common = _Parser(add_help=False)
+    common.add_argument("--node", required=True, help="AET@HOST:PORT, or the name of a saved node")
+    common.add_argument("--calling-ae", help="our AE title (default: from the settings, else MIFAS)")
+    common.add_argument("--timeout", type=float, metavar="S", help="connect/association/answer timeout in seconds")
+    common.add_argument("--via", choices=VIAS, help="transport: get/move (DIMSE) or wado (DICOMweb)")
+    common.add_argument("--dicomweb", metavar="URL", help="DICOMweb base URL of the node (for --via wado)")
+    common.add_argument("--config", metavar="PATH", help="settings file (default: the user's settings.json)")
+    common.add_argument("-v", "--verbose", action="store_true", help="log what happens (UIDs only) to stderr")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
+
+    commands.add_parser("echo", parents=[common], help="check that the node answers (C-ECHO)")
+
+    find = commands.add_parser("find", parents=[common], help="query the node; print one JSON object per match")
+    find.add_argument("--level", choices=QUERY_LEVELS, default="study")
+    find.add_argument("-k", "--key", action="append", default=[], metavar="KEYWORD=VALUE",
+                      help="a matching key, e.g. PatientName=DOE* or StudyDate=20240101-20241231")
+    find.add_argument("--limit", type=int, default=FIND_RESULTS_MAX, help="stop after this many matches")
+
+    get = commands.add_parser("get", parents=[common], help="retrieve a study or series")
+    get.add_argument("--study", required=True, metavar="UID")
+    get.add_argument("--series", metavar="UID")
+    where = get.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", metavar="DIR", help="write plain DICOM files into DIR")
+    where.add_argument("--library", metavar="DIR", help="store into the MIFAS library in DIR")
+    get.add_argument("--port", type=int, help="our Storage SCP port for --via move (default: from the settings)")
+    get.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    return parser
+
+
+def _resolve_node(args: argparse.Namespace, settings_nodes: Sequence[Node], calling_ae: str) -> Node:
+    timeouts = Timeouts()
+    if args.timeout is not None:
+        if not 0 < args.timeout <= 3600:
+            raise UsageError("--timeout must be between 0 and 3600 seconds")
+        timeouts = Timeouts(args.timeout, args.timeout, args.timeout, max(args.timeout, 1.0))
+    node = next((n for n in settings_nodes if n.name == args.node), None)
+    if node is None:
+        if "@" not in args.node:
+            raise UsageError(f"--node '{args.node}' is neither AET@HOST:PORT nor the name of a saved node")
+        try:
+            node = parse_node(args.node, calling_ae=calling_ae)
+        except MifasError as exc:
+            raise UsageError(str(exc)) from None
+    changes: dict[str, object] = {}
+    if args.calling_ae:
+        changes["calling_ae"] = args.calling_ae
+    if args.timeout is not None:
+        changes["timeouts"] = timeouts
+    try:
+        if args.dicomweb:
+            changes["dicomweb_url"] = validate_url(args.dicomweb)
+        return dataclasses.replace(node, **changes) if changes else node
+    except MifasError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _parse_keys(pairs: Sequence[str]) -> dict[str, str]:
+    if len(pairs) > KEYS_MAX:
+        raise UsageError(f"at most {KEYS_MAX} keys")
+    keys = {}
+    for pair in pairs:
+        keyword, sep, value = pair.partition("=")
+        if not sep or not keyword.strip():
+            raise UsageError(f"-k '{pair}' is not KEYWORD=VALUE")
+        if tag_for_keyword(keyword.strip()) is None:
+            raise UsageError(f"-k '{pair}': '{keyword.strip()}' is not a DICOM keyword (e.g. PatientName)")
+        keys[keyword.strip()] = value
+    return keys
+
+
+class _ProgressLine:
+    """``received N/M`` on stderr, rewritten in place on a terminal, at most ten times a second."""
+
+    def __init__(self, enabled: bool) -> None:
+        self._enabled = enabled
+        self._tty = sys.stderr.isatty()
+        self._last = 0.0
+        self._lock = threading.Lock()
+        self._shown = False
+
+    def __call__(self, done: int, total: int | None) -> None:
+        if not self._enabled:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._last < PROGRESS_INTERVAL_S and done != total:
+                return
+            self._last = now
+            text = f"received {done}/{total}" if total is not None else f"received {done}"
+            sys.stderr.write(f"\r{text}" if self._tty else f"{text}\n")
+            sys.stderr.flush()
+            self._shown = True
+
+    def finish(self) -> None:
+        if self._enabled and self._tty and self._shown:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+
+
+class _FolderSink:
+    """Writes each received instance to DIR/<SOP Instance UID>.dcm (a minted name when the UID is not valid),
+    atomically (temporary file, then rename)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise MifasError(f"Cannot create the folder {folder} ({exc.strerror}).") from exc
+
+    def path_for(self, sop_instance_uid: str) -> Path | None:
+        return self.folder / f"{sop_instance_uid}.dcm" if is_valid_uid(sop_instance_uid) else None
+
+    def held(self, sop_instance_uid: str) -> bool:
+        path = self.path_for(sop_instance_uid)
+        return path is not None and path.exists()
+
+    def __call__(self, data: bytes) -> None:
+        uid = part10_sop_instance_uid(data)
+        if not uid:
+            raise NotDicomError("A received instance has no readable file meta header.")
+        final = self.path_for(uid) or self.folder / f"{uuid.uuid4().hex}.dcm"
+        tmp = self.folder / f".{uuid.uuid4().hex}.part"
+        try:
+            with open(tmp, "wb") as fp:
+                fp.write(data)
+            os.replace(tmp, final)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFullError(f"The disk holding {self.folder} is full.") from exc
+            raise LibraryError(f"Cannot write into {self.folder} ({exc.strerror}).") from exc
+
+
+def _echo(client: PacsClient, node: Node) -> int:
+    seconds = client.echo()
+    print(f"{node.describe()} answered in {seconds * 1000:.1f} ms")
+    return EXIT_OK
+
+
+def _find(client: PacsClient, args: argparse.Namespace) -> int:
+    if not 1 <= args.limit <= FIND_RESULTS_LIMIT_MAX:
+        raise UsageError(f"--limit must be between 1 and {FIND_RESULTS_LIMIT_MAX}")
+    for row in client.find(args.level, _parse_keys(args.key), limit=args.limit):
+        print(json.dumps(row, ensure_ascii=False, sort_keys=True))
+    return EXIT_OK
+
+
+def _get(client: PacsClient, args: argparse.Namespace) -> int:
+    for label, uid in (("--study", args.study), ("--series", args.series)):
+        if uid is not None and not is_valid_uid(uid):
+            raise UsageError(f"{label} '{uid}' is not a valid UID")
+    progress = _ProgressLine(args.progress or sys.stderr.isatty())
+    try:
+        if args.library:
+            with Library.open(Path(args.library).expanduser()) as library:
+                result = retrieve_study(client, args.study, args.series, sink=library.store_bytes,
+                                        held=library.has_instance, progress=progress)
+        else:
+            sink = _FolderSink(Path(args.out).expanduser())
+            result = retrieve_study(client, args.study, args.series, sink=sink, held=sink.held, progress=progress)
+    finally:
+        progress.finish()
+    print(result.describe())
+    if result.failed:
+        raise MifasError(f"{result.failed} image(s) could not be retrieved.")
+    return EXIT_OK
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Our logs to stderr only with --verbose; pynetdicom's only at WARNING, and never its identifiers."""
+    keep_patient_data_out_of_logs()
+    logging.getLogger("pynetdicom").setLevel(logging.WARNING if verbose else logging.CRITICAL + 1)
+    ours = logging.getLogger("viewer")
+    if verbose:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+        for name in ("viewer", "pynetdicom"):
+            logging.getLogger(name).addHandler(handler)
+        ours.setLevel(logging.INFO)
+    else:
+        ours.addHandler(logging.NullHandler())  # no "last resort" output: failures are our one stderr line
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """The command; raises UsageError or MifasError (main() turns them into the exit status)."""
+    args = _parser().parse_args(argv)
+    _configure_logging(args.verbose)
+    settings = load_settings(args.config)
+    for warning in settings.warnings:
+        log.warning("%s", warning)
+    node = _resolve_node(args, settings.nodes, settings.calling_ae)
+    via = args.via or settings.default_via
+    if args.command == "get" and args.port is not None and not 1 <= args.port <= 65535:
+        raise UsageError("--port must be between 1 and 65535")
+    move_port = getattr(args, "port", None) or settings.storage_port
+    client = open_client(node, via, move_port=move_port)
+    try:
+        if args.command == "echo":
+            return _echo(client, node)
+        if args.command == "find":
+            return _find(client, args)
+        return _get(client, args)
+    finally:
+        client.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except UsageError as exc:
+        _fail(str(exc))
+        return EXIT_USAGE
+    except OperationCancelled as exc:
+        _fail(str(exc))
+        return EXIT_INTERRUPTED
+    except MifasError as exc:
+        _fail(str(exc))
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: still one line (the traceback with --verbose)
+        log.exception("internal error")
+        _fail(f"internal error: {type(exc).__name__}: {exc}")
+        return EXIT_FAILED
+
+
+def _fail(reason: str) -> None:
+    text = " ".join(str(reason).split())  # exactly one line
+    sys.stderr.write(f"{PROG}: {text}\n")
+    sys.stderr.flush()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

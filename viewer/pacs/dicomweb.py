@@ -1,0 +1,585 @@
+"""DICOMweb transport (PS3.18) with requests: QIDO-RS queries and WADO-RS retrieval.
+
+WADO-RS answers a study, series or instance as ``multipart/related; type="application/dicom"`` (PS3.18
+8.7.3.3.2, RFC 2046).  :class:`MultipartReader` parses that stream as it arrives, one part at a time, with
+bounded buffers: a study is never held in memory, only the instance being received.  We ask for
+``transfer-syntax=*`` (PS3.18 8.7.3.5.2) so the server sends each instance as stored, without transcoding.
+
+Errors are translated here, once: no connection -> NodeUnreachableError, silence -> PacsTimeoutError, an
+HTTP error status or a body we cannot parse -> DicomWebError naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import quote
+
+import requests
+from pydicom.datadict import keyword_for_tag
+
+from viewer.errors import (
+    DicomWebError,
+    LibraryError,
+    MifasError,
+    NodeUnreachableError,
+    OperationCancelled,
+    PacsTimeoutError,
+    StorageFullError,
+)
+from viewer.library.store import is_valid_uid
+from viewer.pacs.node import (
+    DEFAULT_RETURN_KEYS,
+    FIND_RESULTS_LIMIT_MAX,
+    FIND_RESULTS_MAX,
+    Node,
+    Progress,
+    RetrieveResult,
+    Sink,
+    Timeouts,
+    check_level,
+    validate_url,
+)
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20  # one read from the HTTP stream
+PARALLEL_REQUESTS = 4  # instance requests in flight at once when retrieving a list of instances
+SERIES_REQUEST_MIN = 8  # a list this long, and at least half its series, is fetched as the whole series
+PART_BYTES_MAX = 2 << 30  # one instance; a larger part is refused rather than buffered
+PREAMBLE_BYTES_MAX = 64 << 10  # text before the first boundary (RFC 2046 5.1.1 preamble)
+PART_HEADERS_BYTES_MAX = 16 << 10
+QIDO_BYTES_MAX = 64 << 20  # a QIDO-RS JSON answer
+ERROR_BODY_CHARS = 200  # of an error page, quoted in a message
+ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+ACCEPT_JSON = "application/dicom+json, application/json;q=0.9"
+PN_VR = "PN"
+
+
+def _part10_ok(data: bytes) -> bool:
+    return len(data) > 132 and data[128:132] == b"DICM"
+
+
+class MultipartReader:
+    """Parse a ``multipart/related`` body from an iterator of byte chunks, yielding ``(headers, body)`` per part.
+
+    At most one part plus one chunk is buffered.  Anything that is not a well-formed multipart body with the
+    announced boundary (no boundary found, a part without its closing delimiter, a part over
+    `part_bytes_max`) raises :class:`~viewer.errors.DicomWebError`.
+    """
+
+    def __init__(self, chunks: Iterator[bytes], boundary: str, *, part_bytes_max: int = PART_BYTES_MAX,
+                 where: str = "the DICOMweb server") -> None:
+        if not boundary or len(boundary) > 70:  # RFC 2046 5.1.1: 1-70 characters
+            raise DicomWebError(f"{where} sent a multipart answer with an invalid boundary.")
+        self._chunks = chunks
+        self._delimiter = b"--" + boundary.encode("latin-1")
+        self._part_bytes_max = part_bytes_max
+        self._where = where
+        self._buf = bytearray()
+        self._eof = False
+
+    def _fill(self) -> bool:
+        """Read one more chunk; False at the end of the stream."""
+        if self._eof:
+            return False
+        for chunk in self._chunks:
+            if chunk:
+                self._buf += chunk
+                return True
+        self._eof = True
+        return False
+
+    def _garbage(self, what: str) -> DicomWebError:
+        return DicomWebError(f"{self._where} sent a damaged multipart answer ({what}).")
+
+    def __iter__(self) -> Iterator[tuple[dict[str, str], bytes]]:
+        delimiter = self._delimiter
+        # Preamble: everything up to the first delimiter.
+        while (at := self._buf.find(delimiter)) < 0:
+            if len(self._buf) > PREAMBLE_BYTES_MAX or not self._fill():
+                raise self._garbage("the announced boundary never appears")
+        del self._buf[:at]
+        while True:
+            # The buffer starts with a delimiter: "--" means the close delimiter, else headers follow.
+            while len(self._buf) < len(delimiter) + 2:
+                if not self._fill():
+                    raise self._garbage("it ends inside a boundary")
+            if self._buf[len(delimiter):len(delimiter) + 2] == b"--":
+                return
+            while (end := self._buf.find(b"\r\n\r\n")) < 0:
+                if len(self._buf) > PART_HEADERS_BYTES_MAX or not self._fill():
+                    raise self._garbage("part headers are missing or too long")
+            headers = self._parse_headers(bytes(self._buf[len(delimiter):end]))
+            del self._buf[:end + 4]
+            yield headers, self._read_body(headers)
+
+    def _parse_headers(self, block: bytes) -> dict[str, str]:
+        lines = block.split(b"\r\n")
+        if lines[0].strip(b" \t"):  # transport padding only may follow the delimiter (RFC 2046 5.1.1)
+            raise self._garbage("text after a boundary")
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep:
+                raise self._garbage("a malformed part header")
+            headers[name.strip().decode("latin-1").lower()] = value.strip().decode("latin-1")
+        return headers
+
+    def _read_body(self, headers: Mapping[str, str]) -> bytes:
+        marker = b"\r\n" + self._delimiter
+        length_text = headers.get("content-length", "")
+        if length_text.isdigit():
+            length = int(length_text)
+            if length > self._part_bytes_max:
+                raise self._garbage(f"a part of {length} bytes exceeds the limit of {self._part_bytes_max}")
+            while len(self._buf) < length + len(marker):
+                if not self._fill():
+                    raise self._garbage("it was cut off inside a part")
+            if self._buf[length:length + len(marker)] != marker:
+                raise self._garbage("a part's length does not match its boundary")
+            end = length
+        else:
+            searched = 0
+            while (end := self._buf.find(marker, searched)) < 0:
+                searched = max(0, len(self._buf) - len(marker) + 1)
+                if len(self._buf) > self._part_bytes_max:
+                    raise self._garbage(f"a part exceeds the limit of {self._part_bytes_max} bytes")
+                if not self._fill():
+                    raise self._garbage("it was cut off inside a part")
+            if end > self._part_bytes_max:
+                raise self._garbage(f"a part exceeds the limit of {self._part_bytes_max} bytes")
+        with memoryview(self._buf) as view:
+            body = bytes(view[:end])  # one copy; the view is released before the buffer shrinks
+        del self._buf[:end + 2]  # keep the delimiter at the front for the next round
+        return body
+
+
+# Characters of DICOM matching values sent as they are (PS3.18 8.3.4: wildcards "*" "?", ranges "-", PN "^",
+# UID lists "\\").  Orthanc's DICOMweb plugin (1.7) does not decode percent-escapes in query values, so
+# "Test%5EPhan%2A" would match nothing; RFC 3986 allows "*" "-" "?" in a query, and servers accept "^" "\\".
+_QUERY_SAFE = "*?-^\\.,:@_~!$'()/"
+
+
+def query_string(params: Sequence[tuple[str, str]]) -> str:
+    """``key=value&...`` with only the characters that would break the query percent-encoded."""
+    return "&".join(f"{quote(str(k), safe='')}={quote(str(v), safe=_QUERY_SAFE)}" for k, v in params)
+
+
+def _boundary(content_type: str) -> str | None:
+    match = re.search(r'boundary=(?:"([^"]+)"|([^;\s]+))', content_type, re.IGNORECASE)
+    return (match.group(1) or match.group(2)) if match else None
+
+
+def _json_value_to_text(vr: str, values: list[Any]) -> str:
+    texts = []
+    for value in values:
+        if value is None:
+            texts.append("")
+        elif vr == PN_VR and isinstance(value, Mapping):  # PS3.18 F.2.2: {"Alphabetic": ..., "Ideographic": ...}
+            groups = [value.get(k, "") for k in ("Alphabetic", "Ideographic", "Phonetic")]
+            while groups and not groups[-1]:
+                groups.pop()
+            texts.append("=".join(groups))
+        elif isinstance(value, float) and value.is_integer():
+            texts.append(str(int(value)))
+        else:
+            texts.append(str(value))
+    return "\\".join(texts)
+
+
+def dicom_json_to_dict(item: Mapping[str, Any]) -> dict[str, str]:
+    """One DICOM JSON object (PS3.18 Annex F) as ``{keyword: text}``, like a C-FIND result.  Sequences,
+    bulk data and private tags are left out."""
+    result: dict[str, str] = {}
+    for tag_text, element in item.items():
+        try:
+            keyword = keyword_for_tag(int(tag_text, 16))
+        except (TypeError, ValueError):
+            continue
+        if not keyword or not isinstance(element, Mapping):
+            continue
+        vr = str(element.get("vr", ""))
+        if vr == "SQ" or "BulkDataURI" in element or "InlineBinary" in element:
+            continue
+        values = element.get("Value", [])
+        result[keyword] = _json_value_to_text(vr, values if isinstance(values, list) else [values])
+    return result
+
+
+class DicomWebClient:
+    """QIDO-RS and WADO-RS against one DICOMweb base URL (e.g. ``http://host:8042/dicom-web``)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        timeouts: Timeouts | None = None,
+        session: requests.Session | None = None,
+        *,
+        node: Node | None = None,
+    ) -> None:
+        self.base_url = validate_url(base_url)
+        self.timeouts = timeouts or (node.timeouts if node else Timeouts())
+        self.node = node
+        self._session = session or requests.Session()
+
+    def __repr__(self) -> str:
+        return f"DicomWebClient({self.base_url!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- HTTP ---------------------------------------------------------------------------------------------
+
+    def _get(self, path: str, *, accept: str, params: Sequence[tuple[str, str]] = (),
+             stream: bool = False) -> requests.Response:
+        url = f"{self.base_url}{path}" + (f"?{query_string(params)}" if params else "")
+        try:
+            prepared = self._session.prepare_request(requests.Request("GET", url, headers={"Accept": accept}))
+            prepared.url = url  # as we encoded it: requests would percent-encode "^" and "\\" again
+            settings = self._session.merge_environment_settings(url, {}, stream, None, None)
+            response = self._session.send(prepared, timeout=(self.timeouts.connect_s, self.timeouts.dimse_s),
+                                          **settings)
+        except requests.ConnectTimeout as exc:
+            raise NodeUnreachableError(
+                f"The DICOMweb server at {self.base_url} did not answer within {self.timeouts.connect_s:g} s "
+                "(host down or port blocked).") from exc
+        except requests.ReadTimeout as exc:
+            raise PacsTimeoutError(
+                f"The DICOMweb server at {self.base_url} stopped answering: nothing received for "
+                f"{self.timeouts.dimse_s:g} s.") from exc
+        except requests.ConnectionError as exc:
+            raise NodeUnreachableError(
+                f"The DICOMweb server at {self.base_url} cannot be reached ({_reason(exc)}).") from exc
+        except requests.RequestException as exc:
+            raise DicomWebError(f"The request to the DICOMweb server at {self.base_url} failed ({_reason(exc)}).") from exc
+        if response.status_code >= 400:
+            body = _short_text(response)
+            response.close()
+            raise DicomWebError(
+                f"The DICOMweb server at {self.base_url} answered HTTP {response.status_code} "
+                f"{response.reason or ''}".rstrip() + (f": {body}" if body else "."))
+        return response
+
+    # -- QIDO-RS (PS3.18 10.6) ----------------------------------------------------------------------------
+
+    def echo(self) -> float:
+        """Check the server answers QIDO-RS; return the round trip in seconds."""
+        started = time.perf_counter()
+        self._get("/studies", accept=ACCEPT_JSON, params=[("limit", "1")]).close()
+        return time.perf_counter() - started
+
+    def qido(
+        self,
+        level: str,
+        keys: Mapping[str, str] | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        limit: int = FIND_RESULTS_MAX,
+    ) -> list[dict[str, str]]:
+        """Search for studies, series or instances; results are ``{keyword: text}`` like ``find()``'s.
+
+        ``StudyInstanceUID`` (and ``SeriesInstanceUID`` for instances) in `keys` select the resource path
+        (``/studies/{uid}/series``); the other keys become query parameters.  QIDO-RS has no patient level.
+        """
+        if check_level(level) == "patient":
+            raise DicomWebError("QIDO-RS has no patient level; search for studies instead.")
+        if not 1 <= limit <= FIND_RESULTS_LIMIT_MAX:
+            raise ValueError(f"limit must be between 1 and {FIND_RESULTS_LIMIT_MAX}")
+        if cancel is not None and cancel.is_set():
+            raise OperationCancelled("The search was cancelled.")
+        keys = dict(keys or {})
+        study = keys.pop("StudyInstanceUID", "") if level in ("series", "image") else ""
+        series = keys.pop("SeriesInstanceUID", "") if level == "image" and study else ""
+        for label, uid in (("Study Instance UID", study), ("Series Instance UID", series)):
+            if uid and not is_valid_uid(uid):
+                raise DicomWebError(f"'{uid}' is not a valid {label}.")
+        path = {"study": "/studies", "series": "/series", "image": "/instances"}[level]
+        if series:
+            path = f"/studies/{study}/series/{series}/instances"
+        elif study:
+            path = f"/studies/{study}{path}"
+        params: list[tuple[str, str]] = [(k, v) for k, v in keys.items() if v != ""]
+        params += [("includefield", k) for k in DEFAULT_RETURN_KEYS[level] if k not in keys or keys[k] == ""]
+        params.append(("limit", str(limit)))
+        response = self._get(path, accept=ACCEPT_JSON, params=params, stream=True)
+        try:
+            if response.status_code == 204:
+                return []
+            body = _read_bounded(response, QIDO_BYTES_MAX, self.base_url)
+        finally:
+            response.close()
+        if not body.strip():
+            return []
+        try:
+            items = json.loads(body)
+        except ValueError as exc:
+            raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a search answer that is not JSON"
+                                f" ({_content_type(response)}).") from exc
+        if not isinstance(items, list):
+            raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a search answer that is not a list.")
+        return [dicom_json_to_dict(item) for item in items[:limit] if isinstance(item, Mapping)]
+
+    find = qido  # the PacsClient interface
+
+    # -- WADO-RS (PS3.18 10.4) ----------------------------------------------------------------------------
+
+    def retrieve(
+        self,
+        study_uid: str,
+        series_uid: str | None = None,
+        sop_instance_uids: Sequence[str] | None = None,
+        *,
+        sink: Sink,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+        sop_class_uids: Collection[str] | None = None,
+    ) -> RetrieveResult:
+        """Retrieve a study, a series or listed instances; each instance goes to `sink` as Part 10 bytes.
+
+        Listed instances are fetched one request each (``.../instances/{uid}``, a few in parallel), or, when
+        they are most of their series, with one series request whose other instances are dropped; without
+        `series_uid` their series are looked up with QIDO-RS first.  `sop_class_uids` is accepted for
+        interface symmetry.
+        """
+        for label, uid in (("Study Instance UID", study_uid), ("Series Instance UID", series_uid)):
+            if uid is not None and not is_valid_uid(uid):
+                raise DicomWebError(f"'{uid}' is not a valid {label}.")
+        started = time.monotonic()
+        tally = _WadoTally(sink, progress, None if sop_instance_uids is None else len(set(sop_instance_uids)))
+        if sop_instance_uids is None:
+            path = f"/studies/{study_uid}" + (f"/series/{series_uid}" if series_uid else "")
+            self._fetch(path, tally, cancel)
+        else:
+            located = self._locate(study_uid, series_uid, sop_instance_uids, cancel)
+            if series_uid and self._most_of_series(study_uid, series_uid, len(located)):
+                # One series request instead of one request per instance (about 10 ms each with Orthanc);
+                # the instances not asked for are dropped, any missing are fetched one by one below.
+                self._fetch(f"/studies/{study_uid}/series/{series_uid}", tally, cancel, only={u for _, u in located})
+                located = [(series, uid) for series, uid in located if uid not in tally.seen]
+            paths = [f"/studies/{study_uid}/series/{series}/instances/{uid}" for series, uid in located]
+            self._fetch_all(paths, tally, cancel)
+        return tally.result(time.monotonic() - started)
+
+    def _most_of_series(self, study_uid: str, series_uid: str, wanted: int) -> bool:
+        """Whether `wanted` instances are at least half of the series (QIDO-RS says how many it has)."""
+        if wanted < SERIES_REQUEST_MIN:
+            return False
+        rows = self.qido("series", {"StudyInstanceUID": study_uid, "SeriesInstanceUID": series_uid}, limit=1)
+        try:
+            size = int(rows[0]["NumberOfSeriesRelatedInstances"]) if rows else 0
+        except (KeyError, ValueError):
+            return False
+        return 0 < size <= 2 * wanted
+
+    def _fetch_all(self, paths: list[str], tally: _WadoTally, cancel: threading.Event | None) -> None:
+        """One request per instance, :data:`PARALLEL_REQUESTS` at a time, in the order given (roughly: they
+        overlap).  The first error stops the others and is raised."""
+        if len(paths) <= 1:
+            for path in paths:
+                self._fetch(path, tally, cancel)
+            return
+        failed = threading.Event()
+        stop = _AnyEvent(cancel, failed)
+        pending = iter(paths)
+        lock = threading.Lock()
+
+        def worker() -> None:
+            while not failed.is_set():
+                with lock:
+                    path = next(pending, None)
+                if path is None:
+                    return
+                try:
+                    self._fetch(path, tally, stop)
+                except BaseException:
+                    failed.set()
+                    raise
+
+        errors = []
+        with ThreadPoolExecutor(min(PARALLEL_REQUESTS, len(paths)), thread_name_prefix="viewer.pacs.wado") as pool:
+            for future in [pool.submit(worker) for _ in range(min(PARALLEL_REQUESTS, len(paths)))]:
+                if future.exception() is not None:
+                    errors.append(future.exception())
+        if errors:  # the first real error, not the cancellations it caused in the other workers
+            raise next((e for e in errors if not isinstance(e, OperationCancelled)), errors[0])
+
+    def _locate(self, study_uid: str, series_uid: str | None, sop_instance_uids: Sequence[str],
+                cancel: threading.Event | None) -> list[tuple[str, str]]:
+        uids = list(dict.fromkeys(sop_instance_uids))
+        for uid in uids:
+            if not is_valid_uid(uid):
+                raise DicomWebError(f"'{uid}' is not a valid SOP Instance UID.")
+        if series_uid:
+            return [(series_uid, uid) for uid in uids]
+        found = {}
+        for item in self.qido("image", {"StudyInstanceUID": study_uid}, cancel=cancel, limit=FIND_RESULTS_LIMIT_MAX):
+            if is_valid_uid(item.get("SeriesInstanceUID")):
+                found[item.get("SOPInstanceUID", "")] = item["SeriesInstanceUID"]
+        missing = [uid for uid in uids if uid not in found]
+        if missing:
+            raise DicomWebError(f"The DICOMweb server at {self.base_url} does not list {len(missing)} of the "
+                                f"requested images in study {study_uid}.")
+        return [(found[uid], uid) for uid in uids]
+
+    def _fetch(self, path: str, tally: _WadoTally, cancel: threading.Event | _AnyEvent | None,
+               only: Collection[str] | None = None) -> None:
+        if cancel is not None and cancel.is_set():
+            raise OperationCancelled("The retrieval was cancelled; the images already received were kept.")
+        response = self._get(path, accept=ACCEPT_DICOM, stream=True)
+        try:
+            content_type = _content_type(response)
+            boundary = _boundary(content_type)
+            if not content_type.lower().startswith("multipart/related") or boundary is None:
+                raise DicomWebError(
+                    f"The DICOMweb server at {self.base_url} sent {content_type or 'an untyped answer'} "
+                    "instead of DICOM instances (multipart/related).")
+            reader = MultipartReader(self._chunks(response, cancel), boundary,
+                                     where=f"The DICOMweb server at {self.base_url}")
+            for headers, body in reader:
+                if cancel is not None and cancel.is_set():  # a chunk may hold many small parts
+                    raise OperationCancelled("The retrieval was cancelled; the images already received were kept.")
+                part_type = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
+                if part_type != "application/dicom" or not _part10_ok(body):
+                    raise DicomWebError(
+                        f"The DICOMweb server at {self.base_url} sent a part that is not a DICOM file "
+                        f"({part_type or 'untyped'}, {len(body)} bytes).")
+                tally.accept(body, only)
+        finally:
+            response.close()
+
+    def _chunks(self, response: requests.Response, cancel: threading.Event | _AnyEvent | None) -> Iterator[bytes]:
+        try:
+            for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
+                if cancel is not None and cancel.is_set():
+                    raise OperationCancelled("The retrieval was cancelled; the images already received were kept.")
+                yield chunk
+        except requests.ConnectionError as exc:  # includes read timeouts raised while streaming
+            if "timed out" in str(exc).lower():
+                raise PacsTimeoutError(
+                    f"The DICOMweb server at {self.base_url} stopped sending: nothing received for "
+                    f"{self.timeouts.dimse_s:g} s.") from exc
+            raise DicomWebError(f"The connection to the DICOMweb server at {self.base_url} broke off during "
+                                "the transfer.") from exc
+        except requests.RequestException as exc:  # ChunkedEncodingError, ContentDecodingError
+            raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a damaged answer ({_reason(exc)}).") from exc
+
+
+class _AnyEvent:
+    """Looks like a threading.Event to _fetch: set when either event is (the caller's cancel or a failure)."""
+
+    def __init__(self, *events: threading.Event | None) -> None:
+        self._events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)
+
+
+class _WadoTally:
+    """Hands received parts to the sink and counts them; thread-safe (parallel instance requests)."""
+
+    def __init__(self, sink: Sink, progress: Progress | None, expected: int | None) -> None:
+        self._lock = threading.Lock()
+        self._sink = sink
+        self._progress = progress
+        self._expected = expected
+        self.uids: list[str] = []
+        self.seen: set[str] = set()  # every SOP Instance UID handed to the sink, stored or refused
+        self.bytes = 0
+        self.rejected = 0
+
+    def accept(self, data: bytes, only: Collection[str] | None = None) -> None:
+        """Hand one received instance to the sink; with `only`, instances not listed there are dropped."""
+        uid = part10_sop_instance_uid(data)
+        if only is not None and uid not in only:
+            return
+        with self._lock:
+            self.seen.add(uid)
+        try:
+            self._sink(data)
+        except (StorageFullError, LibraryError, OperationCancelled):
+            raise  # nothing more can be stored; the caller sees why
+        except MifasError as exc:  # this instance is unusable; the others may be fine
+            log.warning("instance %s received by WADO-RS was not stored: %s", uid, exc)
+            with self._lock:
+                self.rejected += 1
+            return
+        with self._lock:
+            self.uids.append(uid)
+            self.bytes += len(data)
+            done = len(self.uids)
+        if self._progress is not None:
+            self._progress(done, self._expected)
+
+    def result(self, seconds: float) -> RetrieveResult:
+        return RetrieveResult(completed=len(self.uids), failed=self.rejected, bytes=self.bytes, seconds=seconds,
+                              sop_instance_uids=tuple(self.uids))
+
+
+_LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
+META_BYTES_MAX = 64 << 10
+
+
+def part10_sop_instance_uid(part10: bytes) -> str:
+    """The Media Storage SOP Instance UID (0002,0003) of a Part 10 file, read from its file meta information
+    (PS3.10 7.1: explicit VR little endian after the preamble and "DICM") without parsing anything else.
+    Returns "" when it is missing or malformed; at most :data:`META_BYTES_MAX` bytes are looked at."""
+    if part10[128:132] != b"DICM":
+        return ""
+    pos, end = 132, min(len(part10), 132 + META_BYTES_MAX)
+    while pos + 8 <= end:
+        group, element = int.from_bytes(part10[pos:pos + 2], "little"), int.from_bytes(part10[pos + 2:pos + 4], "little")
+        if group != 0x0002:
+            return ""
+        vr = part10[pos + 4:pos + 6]
+        if vr in _LONG_LENGTH_VRS:
+            length, pos = int.from_bytes(part10[pos + 8:pos + 12], "little"), pos + 12
+        else:
+            length, pos = int.from_bytes(part10[pos + 6:pos + 8], "little"), pos + 8
+        if length == 0xFFFFFFFF or pos + length > end:
+            return ""
+        if element == 0x0003:
+            return part10[pos:pos + length].rstrip(b"\0 ").decode("ascii", "replace")
+        pos += length
+    return ""
+
+
+def _content_type(response: requests.Response) -> str:
+    return response.headers.get("Content-Type", "")
+
+
+def _read_bounded(response: requests.Response, limit: int, where: str) -> bytes:
+    data = bytearray()
+    try:
+        for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
+            data += chunk
+            if len(data) > limit:
+                raise DicomWebError(f"The DICOMweb server at {where} sent a search answer over {limit >> 20} MiB.")
+    except requests.RequestException as exc:
+        raise DicomWebError(f"The DICOMweb server at {where} broke off its answer ({_reason(exc)}).") from exc
+    return bytes(data)
+
+
+def _short_text(response: requests.Response) -> str:
+    try:
+        text = next(response.iter_content(chunk_size=4096, decode_unicode=False), b"")
+    except requests.RequestException:
+        return ""
+    text = re.sub(r"<[^>]*>", " ", text.decode("utf-8", "replace"))
+    return " ".join(text.split())[:ERROR_BODY_CHARS]
+
+
+def _reason(exc: BaseException) -> str:
+    """A requests error in a few words (its text nests the urllib3 chain)."""
+    text = str(exc) or type(exc).__name__
+    if "refused" in text.lower():
+        return "connection refused: nothing is listening there"
+    if "name or service not known" in text.lower() or "nodename nor servname" in text.lower():
+        return "host name not found"
+    return text[:ERROR_BODY_CHARS]

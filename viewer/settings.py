@@ -1,0 +1,186 @@
+"""User settings (no Qt): the PACS nodes, the library folder and retrieval defaults, in one JSON file.
+
+Where the file lives, first match wins:
+
+    the `path` argument of load_settings()/save_settings()
+    $MIFAS_CONFIG_DIR/settings.json
+    platformdirs.user_config_dir("mifas-viewer")/settings.json   (~/.config/mifas-viewer on Linux)
+
+Settings are read once, into a typed :class:`Settings`, and passed to whoever needs them.  Reading never
+fails: a missing file gives the defaults; a damaged file (or a damaged entry in it) gives the defaults for
+what could not be read and a sentence in ``Settings.warnings`` for the user.  Writing is atomic (temporary
+file, fsync, rename), so a crash leaves either the old file or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from viewer.errors import MifasError
+from viewer.pacs.node import (
+    DEFAULT_CALLING_AE,
+    DEFAULT_STORAGE_PORT,
+    Node,
+    node_from_json,
+    node_to_json,
+    validate_ae_title,
+    validate_port,
+)
+
+APP_NAME = "mifas-viewer"
+SETTINGS_FILE_NAME = "settings.json"
+SETTINGS_VERSION = 1
+SETTINGS_BYTES_MAX = 1 << 20  # a settings file larger than this is not ours
+NODES_MAX = 1000
+VIAS = ("get", "move", "wado")
+
+
+@dataclass
+class Settings:
+    nodes: list[Node] = field(default_factory=list)
+    library_dir: str | None = None  # None: default_library_dir()
+    default_via: str = "get"  # "get", "move" or "wado"
+    calling_ae: str = DEFAULT_CALLING_AE
+    storage_port: int = DEFAULT_STORAGE_PORT  # our Storage SCP for C-MOVE
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # what could not be read; never saved
+
+    def node(self, name: str) -> Node | None:
+        """The saved node called `name` (exact match), or None."""
+        return next((n for n in self.nodes if n.name == name), None)
+
+
+def config_dir() -> Path:
+    override = os.environ.get("MIFAS_CONFIG_DIR")
+    return Path(override) if override else Path(platformdirs.user_config_dir(APP_NAME))
+
+
+def settings_path(path: Path | str | None = None) -> Path:
+    return Path(path) if path is not None else config_dir() / SETTINGS_FILE_NAME
+
+
+def default_library_dir() -> Path:
+    """$MIFAS_LIBRARY_DIR, else platformdirs.user_data_dir("mifas-viewer")/library."""
+    override = os.environ.get("MIFAS_LIBRARY_DIR")
+    return Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME)) / "library"
+
+
+def settings_to_json(settings: Settings) -> dict[str, Any]:
+    return {
+        "version": SETTINGS_VERSION,
+        "nodes": [node_to_json(n) for n in settings.nodes],
+        "library_dir": settings.library_dir,
+        "default_via": settings.default_via,
+        "calling_ae": settings.calling_ae,
+        "storage_port": settings.storage_port,
+    }
+
+
+def settings_from_json(data: Any, where: str = "the settings") -> Settings:
+    """Build Settings from parsed JSON, keeping every part that is valid; the rest become warnings."""
+    if not isinstance(data, dict):
+        return Settings(warnings=(f"{where} are not a JSON object; the defaults are used.",))
+    warnings: list[str] = []
+    defaults = Settings()
+    version = data.get("version", SETTINGS_VERSION)
+    if not isinstance(version, int) or version > SETTINGS_VERSION:
+        warnings.append(f"{where} were written by a newer MIFAS Viewer; only known settings were read.")
+
+    def pick(key: str, check: Any, default: Any) -> Any:
+        if key not in data or data[key] is None:
+            return default
+        try:
+            return check(data[key])
+        except (MifasError, TypeError, ValueError) as exc:
+            warnings.append(f"The setting '{key}' is invalid ({exc}); the default is used.")
+            return default
+
+    def check_via(value: Any) -> str:
+        if value not in VIAS:
+            raise ValueError(f"not one of {', '.join(VIAS)}")
+        return str(value)
+
+    def check_dir(value: Any) -> str:
+        if not isinstance(value, str) or not value.strip() or "\0" in value:
+            raise ValueError("not a folder path")
+        return value
+
+    nodes: list[Node] = []
+    raw_nodes = data.get("nodes", [])
+    if not isinstance(raw_nodes, list):
+        warnings.append("The saved PACS nodes are damaged and were ignored.")
+        raw_nodes = []
+    for index, raw in enumerate(raw_nodes[:NODES_MAX]):
+        try:
+            node = node_from_json(raw)
+        except (MifasError, TypeError, ValueError) as exc:
+            label = raw.get("name") if isinstance(raw, dict) and isinstance(raw.get("name"), str) else f"#{index + 1}"
+            warnings.append(f"The saved PACS node {label} is damaged and was ignored ({exc}).")
+            continue
+        if any(n.name == node.name for n in nodes):
+            warnings.append(f"The saved PACS node name '{node.name}' appears twice; the second was ignored.")
+            continue
+        nodes.append(node)
+    if len(raw_nodes) > NODES_MAX:
+        warnings.append(f"Only the first {NODES_MAX} saved PACS nodes were read.")
+    return Settings(
+        nodes=nodes,
+        library_dir=pick("library_dir", check_dir, defaults.library_dir),
+        default_via=pick("default_via", check_via, defaults.default_via),
+        calling_ae=pick("calling_ae", lambda v: validate_ae_title(v, "calling AE title"), defaults.calling_ae),
+        storage_port=pick("storage_port", validate_port, defaults.storage_port),
+        warnings=tuple(warnings),
+    )
+
+
+def load_settings(path: Path | str | None = None) -> Settings:
+    """Read the settings; never raises for a missing, unreadable or damaged file (see ``Settings.warnings``)."""
+    file = settings_path(path)
+    try:
+        with open(file, "rb") as fp:
+            raw = fp.read(SETTINGS_BYTES_MAX + 1)
+    except FileNotFoundError:
+        return Settings()
+    except OSError as exc:
+        return Settings(warnings=(f"The settings file {file} cannot be read ({exc.strerror}); the defaults are used.",))
+    if len(raw) > SETTINGS_BYTES_MAX:
+        return Settings(warnings=(f"The settings file {file} is too large to be ours; the defaults are used.",))
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return Settings(warnings=(f"The settings file {file} is damaged (not valid JSON); the defaults are used.",))
+    return settings_from_json(data, where=f"The settings in {file}")
+
+
+def save_settings(settings: Settings, path: Path | str | None = None) -> Path:
+    """Write the settings atomically; return the path written.  Raises MifasError when it cannot."""
+    file = settings_path(path)
+    text = json.dumps(settings_to_json(settings), indent=2, ensure_ascii=False) + "\n"
+    tmp_name = None
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=file.parent, prefix=".settings-",
+                                         suffix=".tmp", delete=False) as tmp:
+            tmp_name = tmp.name
+            tmp.write(text)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, file)
+        tmp_name = None
+        fd = os.open(file.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise MifasError(f"The settings cannot be saved to {file} ({exc.strerror or exc}).") from exc
+    finally:
+        if tmp_name is not None:
+            Path(tmp_name).unlink(missing_ok=True)
+    return file
