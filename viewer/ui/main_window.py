@@ -329,7 +329,15 @@ class MainWindow(QMainWindow):
                 self.show_error("The operation failed", reason)
             self.load_failed.emit(reason)
 
-        def finished() -> None:
+        ended = False
+
+        def end() -> None:
+            # The job is over as soon as its outcome is known: clear it before the outcome's callbacks run, so
+            # that whatever they trigger (a series opening, a signal a caller waits on) sees the window idle.
+            nonlocal ended
+            if ended:
+                return
+            ended = True
             self._job = None
             dialog.reset()
             dialog.hide()
@@ -339,8 +347,16 @@ class MainWindow(QMainWindow):
             self.import_files_action.setEnabled(True)
             self.import_folder_action.setEnabled(True)
 
-        self._job = self._jobs.submit(work, on_done=done, on_error=failed, on_progress=progress,
-                                      on_finished=finished, name=name)
+        def on_done(result) -> None:
+            end()
+            done(result)
+
+        def on_error(exc: BaseException) -> None:
+            end()
+            failed(exc)
+
+        self._job = self._jobs.submit(work, on_done=on_done, on_error=on_error, on_progress=progress,
+                                      on_finished=end, name=name)
         job = self._job
         dialog.canceled.connect(lambda: (job.cancel(), dialog.setLabelText("Cancelling…")))
 
