@@ -13,7 +13,6 @@ from typing import Any
 
 from PySide6.QtCore import (
     QAbstractListModel,
-    QAbstractTableModel,
     QItemSelection,
     QModelIndex,
     QPersistentModelIndex,
@@ -40,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from viewer.library import Library, SeriesRecord, StudyQuery, StudyRecord
 from viewer.ui.search_fields import SearchFields
+from viewer.ui.table_model import ROOT_INDEX, RowTableModel
 from viewer.ui.thumbnails import THUMBNAIL_PX, ThumbnailCache, render_thumbnail
 from viewer.ui.workers import TaskRunner, describe_error
 
@@ -57,19 +57,9 @@ def format_name(value: str) -> str:
     return value.replace("^", " ").strip()
 
 
-_ROOT = QModelIndex()  # the invalid index: Qt's default 'parent' argument
 
-class StudyTableModel(QAbstractTableModel):
+class StudyTableModel(RowTableModel[StudyRecord]):
     COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Modalities", "Accession", "Series", "Images")
-
-    def __init__(self, parent=None) -> None:
-        super().__init__(parent)
-        self._rows: list[StudyRecord] = []
-
-    def set_rows(self, rows: Sequence[StudyRecord]) -> None:
-        self.beginResetModel()
-        self._rows = list(rows)
-        self.endResetModel()
 
     def record(self, row: int) -> StudyRecord:
         return self._rows[row]
@@ -77,23 +67,9 @@ class StudyTableModel(QAbstractTableModel):
     def records(self) -> list[StudyRecord]:
         return list(self._rows)
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or role != Qt.ItemDataRole.DisplayRole:
-            return None
-        s = self._rows[index.row()]
+    def cell(self, s: StudyRecord, column: int) -> str:
         return (format_name(s.patient_name), s.patient_id, format_date(s.study_date), s.study_description,
-                ", ".join(s.modalities), s.accession_number, str(s.series_count), str(s.instance_count))[index.column()]
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
+                ", ".join(s.modalities), s.accession_number, str(s.series_count), str(s.instance_count))[column]
 
 
 class SeriesListModel(QAbstractListModel):
@@ -119,7 +95,7 @@ class SeriesListModel(QAbstractListModel):
                 index = self.index(row)
                 self.dataChanged.emit(index, index, [Qt.ItemDataRole.DecorationRole])
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = ROOT_INDEX) -> int:
         return 0 if parent.isValid() else len(self._rows)
 
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:

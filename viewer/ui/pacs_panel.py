@@ -9,10 +9,9 @@ cancelled; what arrived before a cancel or a failure stays in the library.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -32,6 +31,7 @@ from viewer.pacs.client import open_client, retrieve_to_library
 from viewer.pacs.node import Node
 from viewer.ui.browser import format_date, format_name
 from viewer.ui.search_fields import SearchFields
+from viewer.ui.table_model import RowTableModel
 from viewer.ui.workers import TaskRunner, describe_error
 
 log = logging.getLogger(__name__)
@@ -39,21 +39,14 @@ log = logging.getLogger(__name__)
 VIA_LABELS = {"get": "C-GET", "move": "C-MOVE", "wado": "DICOMweb (WADO-RS)"}
 QUERY_RESULTS_MAX = 2000  # studies one query lists; the status line says when the node had more
 ERROR_STYLE = "color: #b00020;"
-_ROOT = QModelIndex()  # the invalid index: Qt's default 'parent' argument
 
 
-class StudyResultsModel(QAbstractTableModel):
+class StudyResultsModel(RowTableModel[dict[str, str]]):
     COLUMNS = ("Patient", "Patient ID", "Date", "Description", "Modalities", "Accession", "Images", "Local")
 
     def __init__(self, held: Callable[[str], bool], parent=None) -> None:
         super().__init__(parent)
-        self._rows: list[dict[str, str]] = []
         self._held = held  # study UID -> already in the local library?
-
-    def set_rows(self, rows: Sequence[dict[str, str]]) -> None:
-        self.beginResetModel()
-        self._rows = list(rows)
-        self.endResetModel()
 
     def row(self, index: int) -> dict[str, str]:
         return self._rows[index]
@@ -63,27 +56,12 @@ class StudyResultsModel(QAbstractTableModel):
             column = len(self.COLUMNS) - 1
             self.dataChanged.emit(self.index(0, column), self.index(len(self._rows) - 1, column))
 
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = _ROOT) -> int:
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or role != Qt.ItemDataRole.DisplayRole:
-            return None
-        r = self._rows[index.row()]
-        column = index.column()
+    def cell(self, r: dict[str, str], column: int) -> str:
         if column == 7:
             return "yes" if self._held(r.get("StudyInstanceUID", "")) else ""
         return (format_name(r.get("PatientName", "")), r.get("PatientID", ""), format_date(r.get("StudyDate", "")),
                 r.get("StudyDescription", ""), r.get("ModalitiesInStudy", "").replace("\\", ", "),
                 r.get("AccessionNumber", ""), r.get("NumberOfStudyRelatedInstances", ""))[column]
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
 
 
 class PacsPanel(QWidget):
