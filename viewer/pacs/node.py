@@ -82,7 +82,7 @@ def validate_ae_title(value: str, what: str = "AE title") -> str:
     if len(stripped) > AE_TITLE_LENGTH_MAX:
         raise PacsError(f"The {what} '{stripped}' is longer than {AE_TITLE_LENGTH_MAX} characters.")
     if "\\" in stripped or any(ord(c) < 0x20 or ord(c) > 0x7E for c in stripped):
-        raise PacsError(f"The {what} '{stripped!r}' contains a backslash, a control or a non-ASCII character.")
+        raise PacsError(f"The {what} {stripped!r} contains a backslash, a control or a non-ASCII character.")
     return stripped
 
 
