@@ -45,7 +45,9 @@ from viewer.errors import (
     StorageFullError,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+# (version reached, script): 1 the index itself, 2 retrieval jobs (viewer.library.jobs).
+_UPGRADES: tuple[tuple[int, str], ...] = ((1, "schema.sql"), (2, "schema_v2.sql"))
 COPY_CHUNK_BYTES = 1 << 20
 UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 UID_LENGTH_MAX = 64
@@ -252,14 +254,17 @@ class Library:
     # -- schema -------------------------------------------------------------------------------------------
 
     def _migrate(self) -> None:
+        """Apply the numbered upgrades the index lacks, in order, each in its own transaction."""
         version = self._db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise LibraryError(
                 f"The library in {self.root} was written by a newer MIFAS Viewer (index version {version})."
             )
-        if version < 1:
-            sql = (Path(__file__).with_name("schema.sql")).read_text(encoding="utf-8")
-            self._db.executescript("BEGIN;" + sql + f"PRAGMA user_version={SCHEMA_VERSION}; COMMIT;")
+        for target, script in _UPGRADES:
+            if version < target:
+                sql = (Path(__file__).with_name(script)).read_text(encoding="utf-8")
+                self._db.executescript("BEGIN;" + sql + f"PRAGMA user_version={target}; COMMIT;")
+                version = target
 
     # -- writing ------------------------------------------------------------------------------------------
 

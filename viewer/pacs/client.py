@@ -115,7 +115,7 @@ class _SeriesPlan:
     first: list[str]
 
 
-def _plan(client: PacsClient, study_uid: str, series_uid: str | None,
+def plan_study(client: PacsClient, study_uid: str, series_uid: str | None,
           cancel: threading.Event | None) -> list[_SeriesPlan]:
     """List each series' instances (IMAGE-level query, hierarchical: series first, PS3.4 C.4.1.3.1)."""
     if series_uid:
@@ -161,7 +161,7 @@ def retrieve_study(
     if not is_valid_uid(study_uid) or (series_uid is not None and not is_valid_uid(series_uid)):
         raise PacsError("The study or series UID to retrieve is not a valid UID.")
     started = time.monotonic()
-    plans = _plan(client, study_uid, series_uid, cancel)
+    plans = plan_study(client, study_uid, series_uid, cancel)
     if not any(p.ordered for p in plans):
         log.info("no instances listed for study %s; retrieving it whole", study_uid)
         result = client.retrieve(study_uid, series_uid, sink=sink, progress=progress, cancel=cancel)

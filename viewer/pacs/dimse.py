@@ -19,6 +19,7 @@ C-MOVE destinations are received by our :class:`StorageScp`.
 
 from __future__ import annotations
 
+import io
 import logging
 import socket
 import socketserver
@@ -30,6 +31,7 @@ from contextlib import contextmanager
 from enum import IntEnum
 from typing import Any
 
+import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -64,13 +66,21 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
-from pynetdicom.status import STATUS_CANCEL, STATUS_FAILURE, STATUS_PENDING, STATUS_WARNING, code_to_category
+from pynetdicom.status import (
+    STATUS_CANCEL,
+    STATUS_FAILURE,
+    STATUS_PENDING,
+    STATUS_SUCCESS,
+    STATUS_WARNING,
+    code_to_category,
+)
 from pynetdicom.transport import ThreadedAssociationServer
 
 from viewer.errors import (
     AssociationAbortedError,
     AssociationRejectedError,
     LibraryError,
+    MalformedDicomError,
     MifasError,
     NodeUnreachableError,
     OperationCancelled,
@@ -107,6 +117,7 @@ PRESENTATION_CONTEXTS_MAX = 128
 # SOP Instance UIDs in one IMAGE-level C-GET/C-MOVE identifier (UID list matching, PS3.4 C.2.2.2.2);
 # longer lists are sent as several requests on the same association.
 SOP_UIDS_PER_REQUEST_MAX = 256
+STORE_INSTANCES_MAX = 10_000  # per store() call (one association); each is decoded only when it is sent
 CANCEL_GRACE_S = 5.0  # after a C-CANCEL the peer has this long to send its final response, then we abort
 WATCHDOG_POLL_S = 0.05
 # Parallel associations for a listed retrieval.  pynetdicom's reactor polls with 1 ms sleeps, so a single
@@ -134,6 +145,8 @@ class DimseStatus(IntEnum):
     IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS = 0xA900
     UNABLE_TO_PROCESS = 0xC000  # Q/R: unable to process; C-STORE: cannot understand (C000-CFFF)
     SOP_CLASS_NOT_SUPPORTED = 0x0122
+    NOT_AUTHORIZED = 0x0124  # C-STORE: refused (our answer to an instance that was not asked for)
+    DUPLICATE_SOP_INSTANCE = 0x0111  # C-STORE: the peer already holds this SOP Instance UID
 
 
 _STATUS_WORDS = {
@@ -145,6 +158,8 @@ _STATUS_WORDS = {
     DimseStatus.IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS: "it did not understand the request",
     DimseStatus.UNABLE_TO_PROCESS: "it was unable to process the request",
     DimseStatus.SOP_CLASS_NOT_SUPPORTED: "it does not support this service",
+    DimseStatus.NOT_AUTHORIZED: "it refused the request (not authorised)",
+    DimseStatus.DUPLICATE_SOP_INSTANCE: "it already holds this image",
 }
 
 
@@ -540,11 +555,18 @@ class _Watchdog:
 class _Tally:
     """Counts one retrieval and runs the C-STORE handler: hands each instance to the sink, answers a status."""
 
-    def __init__(self, sink: Sink, progress: Progress | None, expected: int | None) -> None:
+    def __init__(self, sink: Sink, progress: Progress | None, expected: int | None,
+                 allowed: Collection[str] | None = None,
+                 on_unrequested: Callable[[str], None] | None = None) -> None:
         self._sink = sink
         self._progress = progress
         self._lock = threading.Lock()
         self.expected = expected
+        # With `allowed`, an instance whose SOP Instance UID is not listed is refused (NOT_AUTHORIZED) and
+        # reported to `on_unrequested`, never stored.
+        self._allowed = frozenset(allowed) if allowed is not None else None
+        self._on_unrequested = on_unrequested
+        self.unrequested: list[str] = []
         self.uids: list[str] = []
         self.bytes = 0
         self.rejected = 0
@@ -559,6 +581,17 @@ class _Tally:
         if self.fatal is not None:
             return DimseStatus.OUT_OF_RESOURCES if isinstance(self.fatal, StorageFullError) else DimseStatus.UNABLE_TO_PROCESS
         uid = str(event.request.AffectedSOPInstanceUID or "")
+        if self._allowed is not None and uid not in self._allowed:
+            log.warning("instance %s was not asked for: refused", uid)
+            with self._lock:
+                if len(self.unrequested) < SOP_UIDS_PER_REQUEST_MAX:
+                    self.unrequested.append(uid)
+            if self._on_unrequested is not None:
+                try:
+                    self._on_unrequested(uid)
+                except Exception:  # a bug in the caller's callback must not break the transfer
+                    log.exception("on_unrequested callback failed")
+            return DimseStatus.NOT_AUTHORIZED
         try:
             data = event.encoded_dataset(include_meta=True)
             self._sink(data)
@@ -857,6 +890,57 @@ class DimseClient:
         finally:
             conn.close()
 
+    # -- C-STORE as SCU (PS3.4 B.2) ----------------------------------------------------------------------
+
+    def store(
+        self,
+        instances: Sequence[bytes],
+        *,
+        on_stored: Callable[[str, int], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> dict[str, int]:
+        """Send Part 10 files to the node with C-STORE on one association; return ``{SOP Instance UID: status}``
+        for every instance that got an answer, in order.
+
+        ``on_stored(uid, status)`` is called as each answer arrives, so that a caller whose association breaks
+        knows which instances were acknowledged.  Success, the warnings (PS3.4 B.2.3) and Duplicate SOP
+        Instance (0x0111) mean the node holds the instance.  A failure status is returned, not raised: it
+        concerns that instance only.  Association failures raise the translated error.
+        """
+        if len(instances) > STORE_INSTANCES_MAX:
+            raise ValueError(f"at most {STORE_INSTANCES_MAX} instances per store() call")
+        pairs: dict[tuple[str, str], None] = {}  # (SOP class, transfer syntax): one context each
+        for data in instances:  # headers only: every file is checked before anything is sent
+            header = _part10_dataset(data, stop_before_pixels=True)
+            pairs[(str(header.SOPClassUID), str(header.file_meta.TransferSyntaxUID))] = None
+        if not instances:
+            return {}
+        if len(pairs) > PRESENTATION_CONTEXTS_MAX:
+            raise PacsError(f"Too many kinds of images ({len(pairs)}) for one association; send fewer at once.")
+        contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in pairs]
+        _check_cancel(cancel)
+        answers: dict[str, int] = {}
+        conn = _connect(self.node, contexts)
+        try:
+            for data in instances:
+                _check_cancel(cancel)
+                ds = _part10_dataset(data)  # decoded one at a time, sent as it was encoded (same transfer syntax)
+                uid = str(ds.SOPInstanceUID)
+                with _Watchdog(conn, self.node.timeouts.dimse_s, lambda: False, lambda: None) as dog:
+                    response: Dataset = self._send(  # type: ignore[assignment]  # one response, not an iterator
+                        "C-STORE", lambda ds=ds: conn.assoc.send_c_store(ds, msg_id=conn.next_msg_id()))
+                if "Status" not in response:
+                    raise self._ended(conn, dog, "C-STORE")
+                code = int(response.Status)
+                answers[uid] = code
+                if code_to_category(code) == STATUS_FAILURE and code != DimseStatus.DUPLICATE_SOP_INSTANCE:
+                    log.warning("C-STORE of %s refused: %s", uid, describe_status(code))
+                if on_stored is not None:
+                    on_stored(uid, code)
+            return answers
+        finally:
+            conn.close()
+
     # -- C-GET (PS3.4 C.4.3) ----------------------------------------------------------------------------
 
     def get(
@@ -869,12 +953,20 @@ class DimseClient:
         progress: Progress | None = None,
         cancel: threading.Event | None = None,
         sop_class_uids: Collection[str] | None = None,
+        reject_unrequested: bool = False,
+        on_unrequested: Callable[[str], None] | None = None,
     ) -> RetrieveResult:
         """Retrieve a study, a series, or listed instances of one series with C-GET; each instance goes to
         `sink` as the Part 10 bytes received.  `sop_class_uids` (the SOP classes expected) lets us offer
         every compressed transfer syntax for each, so the peer needs not transcode (see
         :func:`get_presentation_contexts`).  Cancelling keeps what the sink already has.
+
+        With `reject_unrequested` and a list of `sop_instance_uids`, an instance the peer sends that is not
+        on the list is refused with NOT_AUTHORIZED (PS3.7 C.5) and its UID handed to `on_unrequested`.
         """
+        if reject_unrequested and sop_instance_uids is None:
+            raise ValueError("reject_unrequested needs a list of SOP Instance UIDs")
+        allowed = set(sop_instance_uids) if reject_unrequested and sop_instance_uids is not None else None
         contexts, roles = get_presentation_contexts(sop_class_uids)
         model = StudyRootQueryRetrieveInformationModelGet
 
@@ -885,7 +977,7 @@ class DimseClient:
             return conn.assoc.send_c_get(identifier, model, msg_id=msg_id)
 
         return self._retrieve("C-GET", model, study_uid, series_uid, sop_instance_uids, sink, progress, cancel,
-                              connect, send)
+                              connect, send, allowed=allowed, on_unrequested=on_unrequested)
 
     # -- C-MOVE (PS3.4 C.4.2) ---------------------------------------------------------------------------
 
@@ -976,11 +1068,13 @@ class DimseClient:
         send: Callable[[_Connection, Dataset, int], Iterator[Any]],
         around: Callable[[_Tally], Any] | None = None,
         failure_hint: str = "",
+        allowed: Collection[str] | None = None,
+        on_unrequested: Callable[[str], None] | None = None,
     ) -> RetrieveResult:
         """Run a C-GET or C-MOVE over one or more lanes (associations), each with its own identifiers."""
         lanes = [retrieve_identifiers(study_uid, series_uid, uids) for uids in self._lanes(sop_instance_uids)]
         expected = len(set(sop_instance_uids)) if sop_instance_uids is not None else None
-        tally = _Tally(sink, progress, expected)
+        tally = _Tally(sink, progress, expected, allowed, on_unrequested)
         lane_failed = threading.Event()  # one lane failed: the others stop (C-CANCEL) and we raise its error
         _check_cancel(cancel)
         started = time.monotonic()
@@ -1113,6 +1207,23 @@ def _count_uids(identifier: Dataset) -> int | None:
         return None
     value = identifier.SOPInstanceUID
     return len(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else 1
+
+
+def store_succeeded(code: int) -> bool:
+    """Whether a C-STORE status means the peer now holds the instance (success, a warning, or duplicate)."""
+    return code == DimseStatus.DUPLICATE_SOP_INSTANCE or code_to_category(code) in (STATUS_SUCCESS, STATUS_WARNING)
+
+
+def _part10_dataset(data: bytes, stop_before_pixels: bool = False) -> Dataset:
+    """Decode one Part 10 file for sending; a file we cannot send raises MalformedDicomError."""
+    try:
+        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
+        _ = ds.file_meta.TransferSyntaxUID, ds.SOPClassUID, ds.SOPInstanceUID
+    except Exception as exc:
+        raise MalformedDicomError(f"The image cannot be sent: it is not a readable DICOM file ({type(exc).__name__}).") from exc
+    if not is_valid_uid(str(ds.SOPInstanceUID)):
+        raise MalformedDicomError("The image cannot be sent: its SOP Instance UID is not valid.")
+    return ds
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:
