@@ -31,6 +31,7 @@ import viewer
 from viewer.errors import LibraryError, MifasError, NotDicomError, OperationCancelled, StorageFullError
 from viewer.library.store import Library, is_valid_uid
 from viewer.pacs.client import VIAS, PacsClient, open_client, retrieve_study
+from viewer.pacs.clusterlab import add_cluster_demo_parser, run_cluster_demo
 from viewer.pacs.dicomweb import part10_sop_instance_uid
 from viewer.pacs.dimse import keep_patient_data_out_of_logs
 from viewer.pacs.node import (
@@ -90,6 +91,7 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--library", metavar="DIR", help="store into the MIFAS library in DIR")
     get.add_argument("--port", type=int, help="our Storage SCP port for --via move (default: from the settings)")
     get.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    add_cluster_demo_parser(commands)
     return parser
 
 
@@ -251,6 +253,8 @@ def _configure_logging(verbose: bool) -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     """The command; raises UsageError or MifasError (main() turns them into the exit status)."""
     args = _parser().parse_args(argv)
+    if args.command == "cluster-demo":  # a lab, not a node: no --node, no logging options
+        return run_cluster_demo(args)
     _configure_logging(args.verbose)
     settings = load_settings(args.config)
     for warning in settings.warnings:
