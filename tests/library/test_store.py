@@ -7,6 +7,8 @@ import io
 import os
 import re
 import subprocess
+import sys
+import textwrap
 import threading
 from pathlib import Path
 
@@ -124,7 +126,7 @@ def test_hostile_and_empty_files_are_reported_not_stored(library: Library, tmp_p
     summary = import_paths(library, [empty, text, truncated, noid, baduid, MR_SMALL])
     assert summary.failures_total == 5 and summary.duplicates == 1
     assert list(library.iter_instances())[0].sop_instance_uid == good.sop_instance_uid
-    assert list((library.root / "tmp").iterdir()) == []
+    assert library.partial_files() == []
 
 
 def test_deeply_nested_sequence_is_stored_or_refused_without_crash(library: Library) -> None:
@@ -172,19 +174,66 @@ def test_crash_leftovers_are_invisible_and_cleaned(tmp_path: Path) -> None:
     root = tmp_path / "lib"
     lib = Library.open(root)
     kept = lib.store_file(CT_SMALL)
-    # A crash while writing leaves a .part file in tmp/; a crash after the rename but before the index commit
-    # leaves an object file nobody references.  Neither may be visible.
-    (root / "tmp" / "deadbeef.part").write_bytes(MR_SMALL.read_bytes()[:1000])
+    # A crash while writing leaves a .part file in the dead writer's tmp folder (its lock file free); a crash
+    # after the rename but before the index commit leaves an object file nobody references.  Neither may be
+    # visible.
+    dead = root / "tmp" / ("d" * 32)
+    dead.mkdir()
+    (dead.with_suffix(".lock")).touch()
+    (dead / "deadbeef.part").write_bytes(MR_SMALL.read_bytes()[:1000])
     orphan = root / "objects" / "ab" / ("ab" + "0" * 30 + ".dcm")
     orphan.parent.mkdir(exist_ok=True)
     orphan.write_bytes(MR_SMALL.read_bytes())
     lib.close()
+    assert set((root / "tmp").iterdir()) == {dead, dead.with_suffix(".lock")}
     lib = Library.open(root)
-    assert list((root / "tmp").iterdir()) == []
+    assert lib.partial_files() == [] and not dead.exists()
     assert [r.sop_instance_uid for r in lib.iter_instances()] == [kept.sop_instance_uid]
     assert lib.fsck() == {"orphans_removed": 1, "missing": 0}
     assert not orphan.exists()
     lib.close()
+    assert list((root / "tmp").iterdir()) == []  # closing removes our own temp folder and lock
+
+
+def test_a_second_opener_leaves_a_live_writers_temp_files_alone(tmp_path: Path) -> None:
+    """Regression: opening a library used to empty tmp/, deleting another process's in-flight writes."""
+    root = tmp_path / "lib"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from viewer.library import Library
+            lib = Library.open({str(root)!r})
+            (lib._tmp / "inflight.part").write_bytes(b"x" * 1000)
+            print("ready", flush=True)
+            sys.stdin.readline()
+            print((lib._tmp / "inflight.part").exists(), flush=True)
+            lib.close()
+        """)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=Path(__file__).parents[2],
+    )
+    try:
+        assert writer.stdout.readline().strip() == "ready"
+        other = Library.open(root)  # the second process opening the same library
+        assert [p.name for p in other.partial_files()] == ["inflight.part"]
+        other.close()
+        out, _ = writer.communicate("go\n", timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+    assert out.strip() == "True"
+    assert writer.returncode == 0
+    # a writer killed without closing leaves its folder; the next opener finds the lock free and removes it
+    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            import os
+            from viewer.library import Library
+            lib = Library.open({str(root)!r})
+            (lib._tmp / "partial.part").write_bytes(b"x" * 1000)
+            os._exit(9)
+        """)], cwd=Path(__file__).parents[2])
+    assert killed.returncode == 9
+    assert any((root / "tmp").rglob("partial.part"))
+    with Library.open(root) as lib:
+        assert lib.partial_files() == []
 
 
 def test_cancel_stops_import_and_keeps_what_was_stored(library: Library, pydicom_test_files: list[Path]) -> None:
@@ -213,7 +262,7 @@ def test_full_disk_is_reported_and_damages_nothing(tmp_path: Path) -> None:
             big.add_new(0x7FE00010, "OB", b"\0" * (2 << 20))  # 2 MiB of Pixel Data: cannot fit
             with pytest.raises(StorageFullError, match="full"):
                 lib.store_dataset(big)
-            assert list((mnt / "lib" / "tmp").iterdir()) == []
+            assert not any(p.suffix == ".part" for p in (mnt / "lib" / "tmp").rglob("*"))
             assert [r.sop_instance_uid for r in lib.iter_instances()] == [first.sop_instance_uid]
             assert sha256(lib.path_of(first.sop_instance_uid)) == sha256(CT_SMALL)
             second = lib.store_file(MR_SMALL)  # space is still usable after the failure

@@ -135,3 +135,54 @@ def test_wrong_study_fails_with_one_line(address: str, config: Path, tmp_path: P
 def test_usage_errors(args: tuple[str, ...], text: str, config: Path) -> None:
     run = mifas_pacs(*args, config=config) if args else mifas_pacs()
     assert_one_line_failure(run, 2, text)
+
+
+# -- --cluster: the retry-and-resume engine from the command line ----------------------------------------------
+
+
+@pytest.fixture
+def profiles(orthanc: OrthancProcess, tmp_path: Path) -> Path:
+    """A profile whose "virtual IP" is the session's Orthanc and whose second member is a closed port."""
+    dead = free_port()
+    path = tmp_path / "clusters.json"
+    path.write_text(json.dumps({"profiles": [{
+        "name": "lab", "ae_title": orthanc.aet, "calling_ae": CALLING_AE,
+        "vip": {"host": "127.0.0.1", "port": orthanc.dicom_port, "rest_url": orthanc.url},
+        "members": [{"name": "node A", "host": "127.0.0.1", "port": orthanc.dicom_port, "rest_url": orthanc.url},
+                    {"name": "node B", "host": "127.0.0.1", "port": dead}],
+    }]}))
+    return path
+
+
+def test_cluster_echo_get_and_health(profiles: Path, seed_data: Seed, tmp_path: Path) -> None:
+    run = mifas_pacs("echo", "--cluster", "lab", "--profiles", str(profiles))
+    assert run.returncode == 0, run.stderr
+    assert "cluster lab: virtual IP answered in" in run.stdout
+
+    library = tmp_path / "lib"
+    run = mifas_pacs("get", "--cluster", "lab", "--profiles", str(profiles), "--study", seed_data.ct_study,
+                     "--library", str(library))
+    assert run.returncode == 0, run.stderr
+    expected = seed_data.instances_of(seed_data.ct_study)
+    assert f"{len(expected)} of {len(expected)} images are here" in run.stdout
+    with Library.open(library) as lib:
+        assert lib.instance_uids(seed_data.ct_series) == expected
+
+    run = mifas_pacs("health", "--cluster", "lab", "--profiles", str(profiles), "--json")
+    assert run.returncode == 0, run.stderr
+    states = {s["name"]: s for s in json.loads(run.stdout)}
+    assert states["virtual IP"]["up"] and states["virtual IP"]["serving"] == "node A"
+    assert states["node A"]["up"] and states["node B"]["up"] is False
+    assert states["node B"]["state"] == "standby"  # its host answers (connection refused): no PACS running there
+
+
+@pytest.mark.parametrize("args, text", [
+    (("echo", "--cluster", "lab", "--node", "A@h:1"), "not allowed with"),
+    (("echo", "--cluster", "nosuch"), "no cluster profile named 'nosuch'"),
+    (("get", "--cluster", "lab", "--via", "wado", "--study", "1.2", "--out", "x"), "set by the cluster profile"),
+    (("health", "--cluster", "lab", "--watch", "-1"), "--watch must be between"),
+])
+def test_cluster_usage_errors(args: tuple[str, ...], text: str, profiles: Path) -> None:
+    run = mifas_pacs(*args, "--profiles", str(profiles))
+    assert run.returncode in (1, 2), run.stderr
+    assert run.stderr.startswith("mifas-pacs: ") and text in run.stderr, run.stderr

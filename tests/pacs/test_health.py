@@ -77,7 +77,9 @@ def test_monitor_reports_up_down_and_who_serves_the_vip(orthanc: OrthancProcess)
     assert len(changes) == 1
     sentences = monitor.event_log.sentences()
     assert any(s.startswith("Virtual IP answers at") for s in sentences)
-    assert any(s.startswith("Node B stopped answering at") for s in sentences)
+    # node B's port is refused: its host is up but no PACS runs there, the passive node of a pair
+    assert [s.state for s in statuses] == ["up", "serving", "standby"]
+    assert any(s.startswith("Node B is on standby at") for s in sentences)
     assert any(s.startswith("The virtual IP is served by node A since") for s in sentences)
 
     assert monitor.check_once() == monitor.statuses()
@@ -92,5 +94,6 @@ def test_monitor_reports_up_down_and_who_serves_the_vip(orthanc: OrthancProcess)
     assert monitor._thread is None
     statuses = monitor.statuses()
     assert [s.up for s in statuses] == [False, False, False]
+    assert [s.state for s in statuses] == ["down", "standby", "standby"]
     assert statuses[0].serving is None
     assert any(s.startswith("Virtual IP stopped answering at") for s in monitor.event_log.sentences())

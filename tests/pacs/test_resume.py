@@ -178,7 +178,7 @@ def assert_library_matches(library: Library, source: dict[str, bytes], series_ui
         assert hashlib.sha256(data).hexdigest() == record.sha256
         assert dataset_digest(data) == dataset_digest(source[record.sop_instance_uid])
     assert library.fsck() == {"orphans_removed": 0, "missing": 0}
-    assert not any((library.root / "tmp").iterdir())
+    assert library.partial_files() == []
 
 
 def at_count(count: int, action: Callable[[], None]) -> Callable[[int, int | None], None]:

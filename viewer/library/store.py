@@ -4,7 +4,8 @@ Layout of a library folder::
 
     index.sqlite          the index (studies, series, instances); the only way an instance becomes visible
     objects/ab/<hex>.dcm  stored files, named by a random key: never by anything read from DICOM content
-    tmp/                  files being written; emptied when the library is opened
+    tmp/<id>/ + <id>.lock files being written, one folder per open Library (per process); a folder whose lock
+                          is free belongs to a writer that is gone, and is removed when a library is opened
 
 Writes are atomic: an instance is written to ``tmp/``, fsync'ed, renamed into ``objects/`` (and the folder
 fsync'ed), and only then entered in the index.  A crash at any point leaves either nothing visible or the whole
@@ -20,10 +21,12 @@ already stored is touched.
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import io
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -54,6 +57,8 @@ UID_LENGTH_MAX = 64
 
 # Header reading stops before Pixel Data; this caps what a hostile header may make us read.
 HEADER_BYTES_MAX = 64 << 20
+# Loose files directly in tmp/ (the layout before per-writer folders) older than this are crash leftovers.
+LOOSE_TMP_STALE_S = 600
 
 
 def is_valid_uid(value: object) -> bool:
@@ -217,14 +222,20 @@ class Library:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self._objects = self.root / "objects"
-        self._tmp = self.root / "tmp"
+        tmp_root = self.root / "tmp"
         try:
             self._objects.mkdir(parents=True, exist_ok=True)
-            self._tmp.mkdir(parents=True, exist_ok=True)
+            tmp_root.mkdir(parents=True, exist_ok=True)
+            _remove_dead_writers(tmp_root)
+            # Our own temp folder, held by an flock for as long as this Library is open: another process opening
+            # the same library sees the lock and leaves our in-flight files alone.
+            writer = uuid.uuid4().hex
+            self._tmp_lock = open(tmp_root / f"{writer}.lock", "wb")  # noqa: SIM115 - held until close()
+            fcntl.flock(self._tmp_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._tmp = tmp_root / writer
+            self._tmp.mkdir()
         except OSError as exc:
             raise LibraryError(f"Cannot create the library folder {self.root}: {exc.strerror}.") from exc
-        for leftover in self._tmp.iterdir():  # partial writes of an earlier crash: never visible, now gone
-            leftover.unlink(missing_ok=True)
         self._lock = threading.RLock()
         try:
             self._db = sqlite3.connect(self.root / "index.sqlite", check_same_thread=False, isolation_level=None)
@@ -244,6 +255,14 @@ class Library:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if not self._tmp_lock.closed:
+                shutil.rmtree(self._tmp, ignore_errors=True)
+                Path(self._tmp_lock.name).unlink(missing_ok=True)
+                self._tmp_lock.close()
+
+    def partial_files(self) -> list[Path]:
+        """Temp files of writes in flight or left by a crash (never visible through the index)."""
+        return sorted(p for p in (self.root / "tmp").rglob("*") if p.is_file() and p.suffix != ".lock")
 
     def __enter__(self) -> Library:
         return self
@@ -550,6 +569,28 @@ def _as_part10(path: Path) -> bytes:
     except Exception as exc:
         raise MalformedDicomError(f"The DICOM file cannot be re-encoded for storage: {exc}.") from exc
     return buf.getvalue()
+
+
+def _remove_dead_writers(tmp_root: Path) -> None:
+    """Remove the temp folders of writers that are gone (their lock is free): partial writes of a crash, never
+    visible, now deleted.  Folders whose lock is held belong to a live Library, in this or another process."""
+    for lock_path in tmp_root.glob("*.lock"):
+        try:
+            with open(lock_path, "rb") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shutil.rmtree(lock_path.with_suffix(""), ignore_errors=True)
+                lock_path.unlink(missing_ok=True)
+        except BlockingIOError:
+            continue  # a live writer
+        except FileNotFoundError:
+            continue  # its owner closed it meanwhile
+    now = time.time()
+    for path in tmp_root.iterdir():
+        if path.is_dir() and not path.with_suffix(".lock").exists():
+            if now - path.stat().st_mtime > LOOSE_TMP_STALE_S:
+                shutil.rmtree(path, ignore_errors=True)  # a folder whose lock file was lost, long idle
+        elif path.is_file() and path.suffix != ".lock" and now - path.stat().st_mtime > LOOSE_TMP_STALE_S:
+            path.unlink(missing_ok=True)  # a loose leftover of the earlier layout
 
 
 def _fsync_dir(path: Path) -> None:

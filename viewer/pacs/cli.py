@@ -31,6 +31,14 @@ import viewer
 from viewer.errors import LibraryError, MifasError, NotDicomError, OperationCancelled, StorageFullError
 from viewer.library.store import Library, is_valid_uid
 from viewer.pacs.client import VIAS, PacsClient, open_client, retrieve_study
+from viewer.pacs.cluster_cli import (
+    add_cluster_arguments,
+    cluster_echo,
+    cluster_find,
+    cluster_get,
+    cluster_health,
+    load_profile,
+)
 from viewer.pacs.clusterlab import add_cluster_demo_parser, run_cluster_demo
 from viewer.pacs.dicomweb import part10_sop_instance_uid
 from viewer.pacs.dimse import keep_patient_data_out_of_logs
@@ -66,7 +74,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Query and retrieve studies from a DICOM node (PACS).")
     parser.add_argument("--version", action="version", version=f"{PROG} {viewer.__version__}")
     common = _Parser(add_help=False)
-    common.add_argument("--node", required=True, help="AET@HOST:PORT, or the name of a saved node")
+    target = common.add_mutually_exclusive_group(required=True)
+    target.add_argument("--node", help="AET@HOST:PORT, or the name of a saved node")
+    target.add_argument("--cluster", metavar="PROFILE",
+                        help="a cluster profile (virtual IP + members): retries and resumes across failovers")
+    add_cluster_arguments(common)
     common.add_argument("--calling-ae", help="our AE title (default: from the settings, else MIFAS)")
     common.add_argument("--timeout", type=float, metavar="S", help="connect/association/answer timeout in seconds")
     common.add_argument("--via", choices=VIAS, help="transport: get/move (DIMSE) or wado (DICOMweb)")
@@ -91,6 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     where.add_argument("--library", metavar="DIR", help="store into the MIFAS library in DIR")
     get.add_argument("--port", type=int, help="our Storage SCP port for --via move (default: from the settings)")
     get.add_argument("--progress", action="store_true", help="show progress even when stderr is not a terminal")
+    health = commands.add_parser("health", help="probe a cluster's virtual IP and members")
+    health.add_argument("--cluster", metavar="PROFILE", required=True)
+    add_cluster_arguments(health)
+    health.add_argument("--json", action="store_true", help="print the statuses as JSON")
+    health.add_argument("--watch", type=float, default=0.0, metavar="S",
+                        help="keep probing for S seconds, printing what changes")
+    health.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between probes")
+    health.add_argument("-v", "--verbose", action="store_true", help="log what happens (UIDs only) to stderr")
     add_cluster_demo_parser(commands)
     return parser
 
@@ -235,6 +255,34 @@ def _get(client: PacsClient, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_cluster(args: argparse.Namespace) -> int:
+    """The same commands through the retry-and-resume engine, against a cluster profile."""
+    for option in ("via", "dicomweb", "timeout", "calling_ae", "port"):
+        if getattr(args, option, None) is not None:
+            raise UsageError(f"--{option.replace('_', '-')} is set by the cluster profile, not with --cluster")
+    profile = load_profile(args, lambda warning: log.warning("%s", warning))
+    if args.command == "health":
+        return cluster_health(profile, as_json=args.json, watch_s=args.watch, interval_s=args.interval)
+    if args.command == "echo":
+        return cluster_echo(profile)
+    if args.command == "find":
+        if not 1 <= args.limit <= FIND_RESULTS_LIMIT_MAX:
+            raise UsageError(f"--limit must be between 1 and {FIND_RESULTS_LIMIT_MAX}")
+        return cluster_find(profile, args.level, _parse_keys(args.key), args.limit)
+    for label, uid in (("--study", args.study), ("--series", args.series)):
+        if uid is not None and not is_valid_uid(uid):
+            raise UsageError(f"{label} '{uid}' is not a valid UID")
+    progress = _ProgressLine(args.progress or sys.stderr.isatty())
+    try:
+        if args.library:
+            return cluster_get(profile, args.study, args.series, library_dir=Path(args.library).expanduser(),
+                               sink=None, progress=progress)
+        return cluster_get(profile, args.study, args.series, library_dir=None,
+                           sink=_FolderSink(Path(args.out).expanduser()), progress=progress)
+    finally:
+        progress.finish()
+
+
 def _configure_logging(verbose: bool) -> None:
     """Our logs to stderr only with --verbose; pynetdicom's only at WARNING, and never its identifiers."""
     keep_patient_data_out_of_logs()
@@ -256,6 +304,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command == "cluster-demo":  # a lab, not a node: no --node, no logging options
         return run_cluster_demo(args)
     _configure_logging(args.verbose)
+    if getattr(args, "cluster", None):
+        return _run_cluster(args)
     settings = load_settings(args.config)
     for warning in settings.warnings:
         log.warning("%s", warning)

@@ -17,6 +17,7 @@ transitions.  No Qt here: the UI polls :meth:`HealthMonitor.statuses` / :meth:`E
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 import time
 from collections import deque
@@ -147,6 +148,19 @@ class NodeStatus:
     checked_at: float | None = None
     since: float | None = None  # when `up` last changed
     error: str = ""
+    # In words for the UI: "serving" (a member behind the VIP), "up", "standby" (its host answers but refuses
+    # the PACS port: the passive node of an active/passive pair), "down" (nothing answers), "unknown".
+    state: str = "unknown"
+    host_up: bool | None = None  # a TCP connection to the port got an answer (accepted or refused)
+
+
+STATE_TEXT = {
+    "serving": "serving the virtual IP",
+    "up": "up",
+    "standby": "standby (host up, PACS not running)",
+    "down": "down",
+    "unknown": "not checked yet",
+}
 
 
 class HealthMonitor:
@@ -251,7 +265,8 @@ class HealthMonitor:
             try:
                 status = replace(status, up=True, rtt_s=DimseClient(node).echo())
             except MifasError as exc:
-                status = replace(status, up=False, error=str(exc))
+                status = replace(status, up=False, error=str(exc),
+                                 host_up=_host_answers(node.host, node.port, self.probe_timeouts.connect_s))
         if address.dicomweb_url and "dicomweb" in self.profile.transports:
             web_up = _http_up(f"{address.dicomweb_url}/studies?limit=1", self.probe_timeouts.connect_s)
             status = replace(status, web_up=web_up)
@@ -263,10 +278,11 @@ class HealthMonitor:
 
     def _tell_serving(self, statuses: list[NodeStatus]) -> list[NodeStatus]:
         vip = statuses[0]
-        if not vip.up or vip.identity is None:
-            return [replace(vip, serving=None), *statuses[1:]]
-        same = [s.name for s in statuses[1:] if s.up and s.identity == vip.identity]
-        return [replace(vip, serving=same[0] if len(same) == 1 else None), *statuses[1:]]
+        serving = None
+        if vip.up and vip.identity is not None:
+            same = [s.name for s in statuses[1:] if s.up and s.identity == vip.identity]
+            serving = same[0] if len(same) == 1 else None
+        return [replace(s, serving=serving if s.is_vip else s.serving, state=_state(s, serving)) for s in statuses]
 
     def _log_changes(self, before: Sequence[NodeStatus], after: Sequence[NodeStatus]) -> bool:
         changed = False
@@ -277,13 +293,39 @@ class HealthMonitor:
                 if new.up:
                     text = f"{_cap(new.name)} answers{' again' if old.up is False else ''} at {when}"
                     self.event_log.add(text + (f" ({new.rtt_s * 1000:.0f} ms)." if new.rtt_s else "."))
+                elif new.state == "standby":
+                    verb = "is on standby" if old.up is None else "went to standby"
+                    self.event_log.add(f"{_cap(new.name)} {verb} at {when}: its host answers, its PACS does not run.")
                 else:
                     self.event_log.add(f"{_cap(new.name)} stopped answering at {when}.")
+            elif old.state != new.state and new.state in ("standby", "down") and old.state in ("standby", "down"):
+                changed = True
+                self.event_log.add(f"{_cap(new.name)} is {STATE_TEXT[new.state]} since {when}.")
             if new.is_vip and new.serving != old.serving:
                 changed = True
                 if new.serving:
                     self.event_log.add(f"The virtual IP is served by {new.serving} since {when}.")
         return changed
+
+
+def _state(status: NodeStatus, serving: str | None) -> str:
+    if status.up is None:
+        return "unknown"
+    if status.up:
+        return "serving" if not status.is_vip and status.name == serving else "up"
+    return "standby" if status.host_up and not status.is_vip else "down"
+
+
+def _host_answers(host: str, port: int, timeout_s: float) -> bool:
+    """Whether the host is alive at all: a TCP connect that is accepted or refused (RST) says so; silence,
+    no route or a timeout does not."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
 
 
 def _http_up(url: str, timeout_s: float) -> bool:

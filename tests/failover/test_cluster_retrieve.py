@@ -1,0 +1,121 @@
+"""`mifas-pacs get --cluster` (the viewer's retry-and-resume engine) across a real Heartbeat takeover.
+
+A 300-instance CT study is seeded through the virtual IP; the client runs in the cluster's LAN namespace and talks
+only to the VIP and the members; when some of the images have reached its library, the active node suffers the
+fault.  Every instance must end in the library exactly once and identical to its source, with nothing orphaned,
+and the client must have said in words that it resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from viewer.dicom.demo import ct_series_datasets
+from viewer.library import Library
+from viewer.pacs.clusterlab import ClusterLab
+
+pytestmark = [pytest.mark.network, pytest.mark.slow]
+
+INSTANCES = 300
+FAULT_AFTER = 60  # images in the library before the fault strikes
+RETRIEVE_LIMIT_S = 150
+TAKEOVER_LIMIT_S = 60
+MIFAS_PACS = str(Path(sys.executable).with_name("mifas-pacs"))
+
+
+def write_profile(path: Path) -> None:
+    vip = {"host": "192.0.2.10", "port": 4242, "name": "virtual IP", "rest_url": "http://192.0.2.10:8042"}
+    members = [{"host": f"192.0.2.{n}", "port": 4242, "name": name, "rest_url": f"http://192.0.2.{n}:8042"}
+               for n, name in ((11, "nodea"), (12, "nodeb"))]
+    path.write_text(json.dumps({"profiles": [{"name": "lab", "vip": vip, "members": members,
+                                              "ae_title": "MIFASPACS"}]}))
+
+
+def dataset_digest(data: bytes | Path) -> str:
+    """SHA-256 of the data set without its File Meta group (the PACS may rewrite the meta header)."""
+    ds = pydicom.dcmread(data if isinstance(data, Path) else pydicom.filebase.DicomBytesIO(data))
+    return hashlib.sha256(ds.PixelData + str(ds.SOPInstanceUID).encode() + str(ds.PatientName).encode()
+                          + str(ds.InstanceNumber).encode()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> tuple[str, dict[str, str], Path]:
+    folder = tmp_path_factory.mktemp("source")
+    digests = {}
+    for i, ds in enumerate(ct_series_datasets(INSTANCES, rows=256, cols=256, seed=31)):
+        path = folder / f"{i:04d}.dcm"
+        pydicom.dcmwrite(path, ds, enforce_file_format=True)
+        digests[str(ds.SOPInstanceUID)] = dataset_digest(path)
+    return str(ds.StudyInstanceUID), digests, folder
+
+
+def held(library_dir: Path) -> int:
+    """Images indexed so far, read through a read-only SQLite connection beside the client's writer."""
+    index = library_dir / "index.sqlite"
+    if not index.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{index}?mode=ro", uri=True, timeout=1) as db:
+            return db.execute("SELECT count(*) FROM instances").fetchone()[0]
+    except sqlite3.OperationalError:  # the client is still creating the schema
+        return 0
+
+
+@pytest.mark.parametrize("mode", ["kill", "freeze", "link", "standby"])
+def test_get_through_the_vip_survives_the_fault(cluster: ClusterLab, study, tmp_path: Path, mode: str) -> None:
+    study_uid, digests, source = study
+    env = dict(os.environ, TCP_NODELAY="1")
+    seeded = subprocess.run(cluster.client_cmd(["/usr/bin/storescu", "-aec", "MIFASPACS", "192.0.2.10", "4242",
+                                                *map(str, sorted(source.iterdir()))]),
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert seeded.returncode == 0, seeded.stderr
+    profiles, library_dir = tmp_path / "clusters.json", tmp_path / "library"
+    write_profile(profiles)
+
+    client = subprocess.Popen(cluster.client_cmd([MIFAS_PACS, "get", "--cluster", "lab", "--profiles", str(profiles),
+                                                  "--study", study_uid, "--library", str(library_dir)]),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while held(library_dir) < FAULT_AFTER and client.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.poll() is None, "the retrieval ended before the fault: the test would prove nothing"
+        at_fault = held(library_dir)
+        if mode == "standby":
+            # A graceful takeover lets Orthanc drain its associations for a few seconds, enough for this transfer
+            # to finish unharmed.  To make the takeover strike mid-transfer, the client is paused (a busy
+            # workstation) until the VIP has moved, then goes on against a connection that is gone.
+            client.send_signal(signal.SIGSTOP)
+            failed = cluster.fail(mode)
+            cluster.wait_vip_answers(TAKEOVER_LIMIT_S, on=cluster.peer(failed))
+            client.send_signal(signal.SIGCONT)
+        else:
+            failed = cluster.fail(mode)
+        out, err = client.communicate(timeout=RETRIEVE_LIMIT_S)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+    print(f"\n[{mode}] fault on {failed} with {at_fault} of {INSTANCES} images here\n{err}{out}")
+
+    assert client.returncode == 0, err
+    assert f"{INSTANCES} of {INSTANCES} images are here" in out
+    assert "resumed" in err and "Traceback" not in err
+    with Library.open(library_dir) as lib:
+        records = list(lib.iter_instances())
+        assert len(records) == INSTANCES == len({r.sop_instance_uid for r in records})  # no duplicates
+        for record in records:
+            assert dataset_digest(record.path) == digests[record.sop_instance_uid]
+        assert lib.fsck() == {"orphans_removed": 0, "missing": 0}  # no partial or orphaned file
+        assert lib.partial_files() == []
