@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import hashlib
 import os
 from collections.abc import Iterator
 
@@ -45,3 +46,11 @@ def network_namespace(name: str) -> Iterator[None]:
                 raise OSError(ctypes.get_errno(), "setns back to the host's network failed")
     finally:
         os.close(own)
+
+
+def dataset_sha256(data: bytes) -> str:
+    """SHA-256 of the data set of a Part 10 file: the bytes after the File Meta Information group, which a
+    PACS or our library may rewrite (implementation UID, source AE) while the data set stays byte for byte."""
+    assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00", "no (0002,0000) group length"
+    group_length = int.from_bytes(data[140:144], "little")
+    return hashlib.sha256(data[144 + group_length:]).hexdigest()

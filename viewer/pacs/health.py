@@ -112,7 +112,8 @@ class EventLog:
             text = (f"The {event.operation} resumed through {self._where(event.node)} at {when} "
                     f"after {event.outage_s:.0f} s")
             if event.done is not None and event.total is not None:
-                text += f"; {event.done} of {event.total} images were already here"
+                where = "already stored on the PACS" if event.operation == "C-STORE" else "already here"
+                text += f"; {event.done} of {event.total} images were {where}"
             return self.add(text + ".", event.at)
         if isinstance(event, GaveUp):
             self._failing.discard(event.operation)
