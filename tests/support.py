@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import hashlib
 import os
-from collections.abc import Iterator
 
 import pytest
 
-CLONE_NEWNET = 0x40000000
+from viewer.pacs.clusterlab.host import network_namespace  # noqa: F401 - re-exported for the tests
+
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
@@ -22,30 +20,6 @@ def require(condition: bool, reason: str) -> None:
     if IN_CI:
         pytest.fail(f"prerequisite missing in CI: {reason}")
     pytest.skip(reason)
-
-
-@contextlib.contextmanager
-def network_namespace(name: str) -> Iterator[None]:
-    """Run the calling thread (and every thread it starts meanwhile) inside the network namespace `name`
-    (``/run/netns/NAME``): how an in-process test, e.g. a pytest-qt test of the main window, becomes a client
-    on the cluster lab's LAN.  setns(2) moves only the calling thread; threads started before keep the host's
-    network, which is why the code under test must create its workers inside the block.  Needs root."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        try:
-            if libc.setns(target, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), f"setns into {name} failed")
-        finally:
-            os.close(target)
-        try:
-            yield
-        finally:
-            if libc.setns(own, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns back to the host's network failed")
-    finally:
-        os.close(own)
 
 
 def dataset_sha256(data: bytes) -> str:

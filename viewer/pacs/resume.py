@@ -26,7 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pydicom
@@ -40,8 +40,10 @@ from viewer.pacs.dimse import DEFAULT_ASSOCIATIONS, DimseClient, store_succeeded
 from viewer.pacs.node import FIND_RESULTS_MAX, Node, Progress, RetrieveResult, Sink
 from viewer.pacs.retry import (
     Attempt,
+    AttemptFailed,
     FellBack,
     OnEvent,
+    Resumed,
     RetryEvent,
     UnrequestedInstance,
     classify,
@@ -220,15 +222,28 @@ class ResilientClient:
         if not is_valid_uid(study_uid) or (series_uid is not None and not is_valid_uid(series_uid)):
             raise PacsError("The study or series UID to retrieve is not a valid UID.")
         started = time.monotonic()
-        plans = plan_study(self, study_uid, series_uid, cancel)
+        outage: list[float] = []  # when the fast first attempt broke, if it did
         received = _Received(sink, self.library)
+        if self._whole_first(study_uid, sink):
+            fast = self._whole_attempt(study_uid, series_uid, received, progress, cancel, outage, started)
+            if fast is not None:
+                return fast
+        # After a broken fast attempt the listing is part of resuming the C-GET: its failures are reported as
+        # the C-GET's, and the resumption once the missing images flow again (with the counts).
+        lister = _Lister(self, "C-GET", cancel) if outage else self
+        plans = plan_study(lister, study_uid, series_uid, cancel)
+        fast_new = received.new
         total = sum(len(p.ordered) for p in plans)
         unrequested: list[str] = []
         report = _ProgressReport(progress, total, sum(1 for p in plans for u in p.ordered if received.held(u)))
 
+        resumed: list[Resumed] = []
+
         def on_event(event: RetryEvent) -> None:
             if isinstance(event, UnrequestedInstance) and len(unrequested) < UNREQUESTED_REPORTED_MAX:
                 unrequested.append(event.sop_instance_uid)
+            if isinstance(event, Resumed):
+                resumed.append(event)
             if self.on_event is not None:
                 self.on_event(event)
 
@@ -245,10 +260,59 @@ class ResilientClient:
             outcomes.append(outcome)
             if gave_up:
                 down = outcome.error
+        if outage and not resumed and self.on_event is not None and all(s.complete for s in outcomes):
+            # the fast attempt broke and the planned one got through at once: that is the resumption
+            first = self.profile.candidates()[0].name  # a planned attempt that got through at once ran there
+            self.on_event(Resumed(OPERATION[outcomes[0].method or "get"], first, time.time(),
+                                  attempt=2, outage_s=time.monotonic() - outage[0], done=report.initial,
+                                  total=report.total))
         result = RetrieveResult(completed=received.new, failed=sum(s.expected - s.held for s in outcomes),
-                                skipped_already_held=report.initial, bytes=received.bytes,
+                                skipped_already_held=report.initial - fast_new, bytes=received.bytes,
                                 seconds=time.monotonic() - started, sop_instance_uids=tuple(sorted(received.uids)))
         return ClusterRetrieveResult(result, tuple(outcomes), tuple(unrequested))
+
+    def _whole_first(self, study_uid: str, sink: Sink) -> bool:
+        """Whether to try the fast first attempt: one C-GET of the whole study (or series) with no listing
+        first.  Only for a study the library does not hold any of (nothing to resume), into the library."""
+        return (self.library is not None and sink == self.library.store_bytes and self.profile.preferred == "get"
+                and "dimse" in self.profile.transports and not self.library.series(study_uid))
+
+    def _whole_attempt(self, study_uid: str, series_uid: str | None, received: _Received,
+                       progress: Progress | None, cancel: threading.Event | None, outage: list[float],
+                       started: float) -> ClusterRetrieveResult | None:
+        """One C-GET at STUDY (SERIES) level through the first candidate, as getscu does: no C-FIND before,
+        so a healthy cluster costs one round of requests.  Returns the result when the PACS reported every
+        sub-operation completed; None when anything went wrong (then the planned, resumable path lists the
+        instances and asks only for what is missing; a transient failure is reported as the outage start)."""
+        assert self.library is not None
+        node = self.profile.candidates()[0]
+        try:
+            result = DimseClient(node, associations=self.associations).get(
+                study_uid, series_uid, sink=received, progress=progress, cancel=cancel)
+        except OperationCancelled:
+            raise
+        except MifasError as exc:
+            verdict = classify(exc, progressed=received.new > 0)
+            if verdict.kind in ("local", "bug"):
+                raise
+            if verdict.transient:
+                outage.append(time.monotonic())
+                if self.on_event is not None:
+                    self.on_event(AttemptFailed("C-GET", node.name, time.time(), 1, verdict.kind, verdict.reason,
+                                                True, 0.0))
+            log.info("whole-study C-GET of %s did not finish (%s); listing and resuming", study_uid, verdict.kind)
+            return None
+        if result.failed or result.warnings or not result.completed:
+            return None
+        outcomes = []
+        for record in self.library.series(study_uid):
+            if series_uid is not None and record.series_uid != series_uid:
+                continue
+            count = len(self.library.instance_uids(record.series_uid))
+            outcomes.append(SeriesOutcome(record.series_uid, count, count, "", "get"))
+        if not outcomes:
+            return None
+        return ClusterRetrieveResult(replace(result, seconds=time.monotonic() - started), tuple(outcomes))
 
     def _retrieve_series(self, study_uid: str, plan: Any, received: _Received, report: _ProgressReport,
                          on_event: OnEvent, cancel: threading.Event | None) -> tuple[SeriesOutcome, bool]:
@@ -306,6 +370,25 @@ class ResilientClient:
         except MifasError as exc:
             return state.outcome(str(exc))
         return state.outcome("")
+
+
+class _Lister:
+    """plan_study's client while resuming a retrieval: C-FIND through the engine, reported as `operation`, its
+    own Resumed event held back (the retrieval reports the resumption, with the counts)."""
+
+    def __init__(self, client: ResilientClient, operation: str, cancel: threading.Event | None) -> None:
+        self.client = client
+        self.operation = operation
+        self.cancel = cancel
+
+    def _event(self, event: RetryEvent) -> None:
+        if not isinstance(event, Resumed) and self.client.on_event is not None:
+            self.client.on_event(event)
+
+    def find(self, level: str, keys: Mapping[str, str] | None = None, *, cancel: threading.Event | None = None,
+             limit: int = FIND_RESULTS_MAX) -> list[dict[str, str]]:
+        return self.client._run(lambda a: DimseClient(a.node).find(level, keys, cancel=cancel, limit=limit),
+                                self.operation, self.client.profile.candidates(), cancel, self._event)
 
 
 class _ProgressReport:

@@ -6,11 +6,14 @@ stderr) or returned to the caller to report (pids that would not die), never swa
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shlex
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from viewer.errors import MifasError
@@ -19,6 +22,7 @@ COMMAND_TIMEOUT_S = 20.0
 EXIT_WAIT_S = 10.0
 KILL_ROUNDS_MAX = 5
 LOG_TAIL_LINES = 25
+CLONE_NEWNET = 0x40000000
 
 
 class ClusterLabError(MifasError):
@@ -126,3 +130,29 @@ def process_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[0]
     except OSError:
         return ""
+
+
+@contextlib.contextmanager
+def network_namespace(name: str) -> Iterator[None]:
+    """Run the calling thread (and every thread it starts meanwhile) inside the network namespace `name`
+    (``/run/netns/NAME``): how an in-process test, e.g. a pytest-qt test of the main window, becomes a client
+    on the cluster lab's LAN.  setns(2) moves only the calling thread; threads started before keep the host's
+    network, which is why the code under test must create its workers inside the block.  Needs root."""
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"not a network namespace name: {name!r}")
+    libc = ctypes.CDLL(None, use_errno=True)
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY)
+        try:
+            if libc.setns(target, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns into {name} failed")
+        finally:
+            os.close(target)
+        try:
+            yield
+        finally:
+            if libc.setns(own, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns back to the host's network failed")
+    finally:
+        os.close(own)
