@@ -23,6 +23,7 @@ import pytest
 
 from viewer.dicom.demo import ct_series_datasets
 from viewer.library import Library
+from viewer.library.jobs import JobStore
 from viewer.pacs.clusterlab import ClusterLab
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -34,12 +35,14 @@ TAKEOVER_LIMIT_S = 60
 MIFAS_PACS = str(Path(sys.executable).with_name("mifas-pacs"))
 
 
-def write_profile(path: Path) -> None:
+def write_profile(path: Path, budget_s: float | None = None) -> None:
     vip = {"host": "192.0.2.10", "port": 4242, "name": "virtual IP", "rest_url": "http://192.0.2.10:8042"}
     members = [{"host": f"192.0.2.{n}", "port": 4242, "name": name, "rest_url": f"http://192.0.2.{n}:8042"}
                for n, name in ((11, "nodea"), (12, "nodeb"))]
-    path.write_text(json.dumps({"profiles": [{"name": "lab", "vip": vip, "members": members,
-                                              "ae_title": "MIFASPACS"}]}))
+    profile = {"name": "lab", "vip": vip, "members": members, "ae_title": "MIFASPACS"}
+    if budget_s is not None:
+        profile["retry"] = {"budget_s": budget_s}
+    path.write_text(json.dumps({"profiles": [profile]}))
 
 
 def dataset_digest(data: bytes | Path) -> str:
@@ -119,3 +122,50 @@ def test_get_through_the_vip_survives_the_fault(cluster: ClusterLab, study, tmp_
             assert dataset_digest(record.path) == digests[record.sop_instance_uid]
         assert lib.fsck() == {"orphans_removed": 0, "missing": 0}  # no partial or orphaned file
         assert lib.partial_files() == []
+
+
+def test_both_nodes_down_is_a_clear_error_and_keeps_what_arrived(cluster: ClusterLab, study,
+                                                                   tmp_path: Path) -> None:
+    """Both links cut mid-retrieval, with a 10 s budget: a clear error after the budget, the images that had
+    arrived kept whole and verified, nothing partial, and the job left to resume when the PACS is back."""
+    study_uid, digests, source = study
+    env = dict(os.environ, TCP_NODELAY="1")
+    seeded = subprocess.run(cluster.client_cmd(["/usr/bin/storescu", "-aec", "MIFASPACS", "192.0.2.10", "4242",
+                                                *map(str, sorted(source.iterdir()))]),
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert seeded.returncode == 0, seeded.stderr
+    profiles, library_dir = tmp_path / "clusters.json", tmp_path / "library"
+    write_profile(profiles, budget_s=10)
+    client = subprocess.Popen(cluster.client_cmd([MIFAS_PACS, "get", "--cluster", "lab", "--profiles", str(profiles),
+                                                  "--study", study_uid, "--library", str(library_dir)]),
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while held(library_dir) < FAULT_AFTER and client.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert client.poll() is None, "the retrieval ended before the fault: the test would prove nothing"
+        client.send_signal(signal.SIGSTOP)  # both links go down at the same instant, as the client sees it
+        for node in ("nodea", "nodeb"):
+            cluster.fail("link", node=node)
+        client.send_signal(signal.SIGCONT)
+        started = time.monotonic()
+        out, err = client.communicate(timeout=RETRIEVE_LIMIT_S)
+        waited = time.monotonic() - started
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.communicate()
+    print(f"\n[both down] after {waited:.1f} s\n{err}{out}")
+    assert client.returncode == 1, err
+    assert "Gave up the C-GET" in err + out and "Traceback" not in err
+    assert waited < 10 + 30  # the budget, plus the timeouts of the attempt under way when it ran out
+    with Library.open(library_dir) as lib:
+        records = list(lib.iter_instances())
+        assert FAULT_AFTER <= len(records) < INSTANCES
+        assert len({r.sop_instance_uid for r in records}) == len(records)
+        for record in records:
+            assert dataset_digest(record.path) == digests[record.sop_instance_uid]
+        assert lib.fsck() == {"orphans_removed": 0, "missing": 0}
+        assert lib.partial_files() == []
+        jobs = JobStore(lib).jobs()
+        assert [(j.study_uid, j.state) for j in jobs] == [(study_uid, "failed")]

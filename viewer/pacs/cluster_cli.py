@@ -78,8 +78,10 @@ def cluster_get(profile: ClusterProfile, study_uid: str, series_uid: str | None,
             job = jobs.get(jobs.add(study_uid, series_uid, profile.name))
             client = ResilientClient(profile, library, on_event=events.record)
             outcome = run_job(client, jobs, job)
-    if outcome is None:
-        raise MifasError("The retrieval job could not be run.")
+            if outcome is None:  # the job records why; it stays in the library to be resumed next time
+                reason = jobs.get(job.job_id).last_error or "the retrieval failed"
+                raise MifasError(f"{reason.rstrip('.')}. The images already here are kept; run the same "
+                                 "command again to fetch only the missing ones.")
     print(outcome.describe())
     return 0 if outcome.complete else 1
 

@@ -497,12 +497,16 @@ class ClusterLab:
 
     # -- faults -------------------------------------------------------------------------------------------------
 
-    def fail(self, mode: str) -> str:
-        """Break the node now holding the VIP in one of FAULT_MODES; return its name.  Returns at once: the
-        takeover is measured with wait_vip_answers()."""
+    def fail(self, mode: str, node: str | None = None) -> str:
+        """Break the node now holding the VIP (or `node`; only "link" may strike a node that does not serve)
+        in one of FAULT_MODES; return its name.  Returns at once: the takeover is measured with
+        wait_vip_answers()."""
         if mode not in FAULT_MODES:
             raise ValueError(f"unknown fault mode {mode!r}; use one of {', '.join(FAULT_MODES)}")
-        node = self.active_node()
+        if node is None:
+            node = self.active_node()
+        else:
+            self._check_node(node)
         if mode in ("kill", "freeze"):
             pid = self.orthanc_pid(node)
             if pid is None:
