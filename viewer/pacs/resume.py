@@ -236,8 +236,18 @@ class ResilientClient:
         total = sum(len(p.ordered) for p in plans)
         unrequested: list[str] = []
         report = _ProgressReport(progress, total, sum(1 for p in plans for u in p.ordered if received.held(u)))
-
+        report.start()
         resumed: list[Resumed] = []
+
+        def first_image_again() -> None:
+            """The fast attempt broke and the planned one got through at once (so the retry loop, which saw no
+            failure, says nothing): the first image that arrives again is the resumption."""
+            if outage and not resumed and self.on_event is not None:
+                node = self.profile.candidates()[0].name  # an attempt that got through at once ran there
+                self.on_event(Resumed("C-GET", node, time.time(), attempt=2, outage_s=time.monotonic() - outage[0],
+                                      done=report.initial, total=report.total))
+
+        report.on_first = first_image_again
 
         def on_event(event: RetryEvent) -> None:
             if isinstance(event, UnrequestedInstance) and len(unrequested) < UNREQUESTED_REPORTED_MAX:
@@ -260,12 +270,6 @@ class ResilientClient:
             outcomes.append(outcome)
             if gave_up:
                 down = outcome.error
-        if outage and not resumed and self.on_event is not None and all(s.complete for s in outcomes):
-            # the fast attempt broke and the planned one got through at once: that is the resumption
-            first = self.profile.candidates()[0].name  # a planned attempt that got through at once ran there
-            self.on_event(Resumed(OPERATION[outcomes[0].method or "get"], first, time.time(),
-                                  attempt=2, outage_s=time.monotonic() - outage[0], done=report.initial,
-                                  total=report.total))
         result = RetrieveResult(completed=received.new, failed=sum(s.expected - s.held for s in outcomes),
                                 skipped_already_held=report.initial - fast_new, bytes=received.bytes,
                                 seconds=time.monotonic() - started, sop_instance_uids=tuple(sorted(received.uids)))
@@ -400,11 +404,20 @@ class _ProgressReport:
         self.total = total
         self.initial = initial
         self.done = initial
+        self.on_first: Callable[[], None] | None = None  # called once, at the first new image
+
+    def start(self) -> None:
+        """Report what is already here before anything new arrives (a resumed job starts at its count)."""
+        if self._progress is not None:
+            self._progress(self.done, self.total)
 
     def one_more(self) -> None:
         with self._lock:
             self.done += 1
             done = self.done
+            first, self.on_first = self.on_first, None
+        if first is not None:
+            first()
         if self._progress is not None:
             self._progress(done, self.total)
 

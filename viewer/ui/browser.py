@@ -277,6 +277,7 @@ class Browser(QWidget):
 
     series_activated = Signal(str)
     demo_requested = Signal()
+    source_changed = Signal(object)  # the node or cluster profile now chosen; None: the local library
 
     def __init__(self, library: Library, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -314,14 +315,17 @@ class Browser(QWidget):
         self._nodes = list(nodes)
         self._page_factory = page_factory
         for node in self._nodes:
-            self.source.addItem(f"PACS: {getattr(node, 'name', node)}")
+            kind = "PACS cluster" if getattr(node, "vip", None) is not None else "PACS"  # a ClusterProfile
+            self.source.addItem(f"{kind}: {getattr(node, 'name', node)}")
         self.source.blockSignals(False)
         self.pages.setCurrentWidget(self.local)
 
     def _on_source_changed(self, index: int) -> None:
         if index <= 0 or self._page_factory is None:
             self.pages.setCurrentWidget(self.local)
+            self.source_changed.emit(None)
             return
+        self.source_changed.emit(self._nodes[index - 1])
         page = self._pacs_pages.get(index)
         if page is None:
             page = self._page_factory(self._nodes[index - 1])

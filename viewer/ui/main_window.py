@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressDialog,
     QSpinBox,
+    QVBoxLayout,
     QWidget,
 )
 
@@ -28,8 +29,12 @@ import viewer
 from viewer.dicom.pixels import PRESETS
 from viewer.errors import MifasError, OperationCancelled
 from viewer.library import ImportSummary, Library, import_paths
+from viewer.pacs.cluster import SYSTEM_PROFILE_DIR
 from viewer.ui import viewport_model as vm
+from viewer.ui.banner import BannerController, FailoverBanner
 from viewer.ui.browser import Browser
+from viewer.ui.cluster_service import HEALTH_INTERVAL_S, ClusterService, JobOutcome
+from viewer.ui.health_dock import HealthPanel
 from viewer.ui.import_summary import ImportSummaryDialog
 from viewer.ui.series_source import first_series_uid, open_series
 from viewer.ui.tag_browser import TagBrowser
@@ -41,6 +46,7 @@ log = logging.getLogger(__name__)
 
 APP_TITLE = "MIFAS Viewer"
 DEMO_SLICES = 120
+SERIES_REFRESH_MS = 500  # while a retrieval fills the open series, it is re-read at most this often
 
 
 def store_demo_study(library: Library, progress=None, cancel=None) -> tuple[str, str]:
@@ -66,15 +72,32 @@ class MainWindow(QMainWindow):
     import_finished = Signal(object)  # ImportSummary
 
     def __init__(self, library: Library, settings=None, parent: QWidget | None = None, *,
-                 settings_path: Path | None = None) -> None:
+                 settings_path: Path | None = None, cluster_profiles_path: Path | None = None,
+                 system_profiles_dir: Path | None = SYSTEM_PROFILE_DIR,
+                 health_interval_s: float = HEALTH_INTERVAL_S, resume_jobs: bool = True) -> None:
+        """`cluster_profiles_path`: the user's cluster profiles (default: ``clusters.json`` beside the settings
+        file, or in the config folder); `system_profiles_dir`: IT's read-only profiles.  With `resume_jobs`,
+        retrievals a previous session left unfinished resume in a worker once the window is up."""
         super().__init__(parent)
         self.library = library
         self.settings = settings
         self.settings_path = settings_path  # None: viewer.settings' default location
         self.setWindowTitle(APP_TITLE)
         self.resize(1400, 900)
+        if cluster_profiles_path is None and settings_path is not None:
+            cluster_profiles_path = Path(settings_path).parent / "clusters.json"
+        self.clusters = ClusterService(library, self, profiles_path=cluster_profiles_path,
+                                       system_dir=system_profiles_dir, health_interval_s=health_interval_s)
         self.viewport = Viewport(self)
-        self.setCentralWidget(self.viewport)
+        self.banner = FailoverBanner(self)
+        self.banner_controller = BannerController(self.clusters, self.banner, self)
+        central = QWidget(self)
+        central_layout = QVBoxLayout(central)
+        central_layout.setContentsMargins(0, 0, 0, 0)
+        central_layout.setSpacing(0)
+        central_layout.addWidget(self.banner)
+        central_layout.addWidget(self.viewport, 1)
+        self.setCentralWidget(central)
         self.browser = Browser(library, self)
         self.browser.series_activated.connect(self.open_series)
         self.browser.demo_requested.connect(lambda: self.load_demo(open_after=True))
@@ -91,6 +114,20 @@ class MainWindow(QMainWindow):
         self.tag_dock.hide()
         self._tag_dock_sized = False
         self.tag_dock.visibilityChanged.connect(self._on_tag_dock_visibility)
+        self.health = HealthPanel(self.clusters, self)
+        self.health_dock = QDockWidget("PACS health", self)
+        self.health_dock.setObjectName("pacs-health")
+        self.health_dock.setWidget(self.health)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.health_dock)
+        self.health_dock.setVisible(bool(self.clusters.profile_names()))
+        self.resizeDocks([self.health_dock], [360], Qt.Orientation.Horizontal)
+        self.browser.source_changed.connect(self._on_source_changed)
+        self.clusters.job_progress.connect(self._on_job_progress)
+        self.clusters.job_finished.connect(self._on_job_finished)
+        self._series_refresh = QTimer(self)
+        self._series_refresh.setSingleShot(True)
+        self._series_refresh.setInterval(SERIES_REFRESH_MS)
+        self._series_refresh.timeout.connect(self.refresh_open_series)
         self._jobs = TaskRunner(self, max_threads=1, name="library jobs")
         self._job: TaskHandle | None = None
         self.progress_dialog: QProgressDialog | None = None
@@ -106,6 +143,8 @@ class MainWindow(QMainWindow):
         self.viewport.message_changed.connect(self._on_viewport_message)
         self.statusBar().showMessage("Ready")
         self._configure_pacs()
+        if resume_jobs:
+            QTimer.singleShot(0, self.resume_pending_jobs)
 
     # -- actions, menus, toolbar ---------------------------------------------------------------------------
 
@@ -126,6 +165,8 @@ class MainWindow(QMainWindow):
         self.import_files_action = self._action("Import &files…", self.choose_import_files, QKeySequence.StandardKey.Open)
         self.import_folder_action = self._action("Import f&older…", self.choose_import_folder, "Ctrl+Shift+O")
         self.settings_action = self._action("&Settings…", self.open_settings)
+        self.profiles_action = self._action("&Cluster profiles…", self.open_profiles,
+                                            tip="PACS clusters: virtual IP, members, retry budget")
         self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.tags_action = self.tag_dock.toggleViewAction()
         self.tags_action.setText("&Tags")
@@ -155,12 +196,16 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.import_folder_action)
         file_menu.addSeparator()
         file_menu.addAction(self.settings_action)
+        file_menu.addAction(self.profiles_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self.tags_action)
         view_menu.addAction(self.overlays_action)
         view_menu.addAction(self.browser_dock.toggleViewAction())
+        self.health_action = self.health_dock.toggleViewAction()
+        self.health_action.setText("PACS &health")
+        view_menu.addAction(self.health_action)
         help_menu = self.menuBar().addMenu("&Help")
         help_menu.addAction(self.about_action)
 
@@ -398,18 +443,104 @@ class MainWindow(QMainWindow):
         via = getattr(settings, "default_via", "get")
         move_port = getattr(settings, "storage_port", None)
 
+        from viewer.ui.cluster_panel import ClusterPacsPanel
+
+        profiles = [self.clusters.profile(name) for name in self.clusters.profile_names()]
+
         def page(node):
-            panel = PacsPanel(node, self.library, via=via, move_port=move_port)
+            if node in profiles:
+                panel = ClusterPacsPanel(node, self.library, self.clusters)
+            else:
+                panel = PacsPanel(node, self.library, via=via, move_port=move_port)
             panel.retrieved.connect(self._on_retrieved)
             return panel
 
-        self.browser.set_pacs_nodes(nodes, page)
+        self.browser.set_pacs_nodes([*nodes, *profiles], page)
         for warning in getattr(settings, "warnings", ()):
             self.statusBar().showMessage(warning, 15000)
 
     def _on_retrieved(self, study_uid: str) -> None:
         self.browser.refresh(study_uid)
         self.statusBar().showMessage("Images retrieved into the local library (Source: Local library).", 8000)
+
+    # -- PACS clusters: health, jobs, the open series filling in ---------------------------------------------
+
+    def _on_source_changed(self, source) -> None:
+        if getattr(source, "vip", None) is not None:  # a cluster profile: watch its health
+            self.health.watch(source.name)
+
+    def resume_pending_jobs(self):
+        """Resume, in a worker, the retrievals a previous session left unfinished (never blocks the window)."""
+        handle = self.clusters.resume_pending()
+        if handle is not None:
+            self.statusBar().showMessage("Resuming the retrievals left unfinished last time…", 8000)
+        return handle
+
+    def _series_study(self) -> str | None:
+        if self.current_series_uid is None:
+            return None
+        try:
+            record = self.library.series_record(self.current_series_uid)
+        except MifasError:
+            return None
+        return record.study_uid if record is not None else None
+
+    def _on_job_progress(self, job_id: int, study_uid: str, done: int, total: int) -> None:
+        if study_uid == self._series_study() and not self._series_refresh.isActive():
+            self._series_refresh.start()
+
+    def _on_job_finished(self, job_id: int, study_uid: str, outcome: JobOutcome) -> None:
+        self.browser.refresh(self.browser.local.selected_study_uid() or study_uid)
+        if study_uid == self._series_study():
+            self._series_refresh.stop()
+            self.refresh_open_series()
+        self.statusBar().showMessage(outcome.text, 10000)
+
+    def refresh_open_series(self) -> bool:
+        """Re-read the open series from the library when images were added to it (a retrieval is filling it),
+        keeping the slice shown (same instance and frame), the window, zoom, pan, rotation and flips."""
+        uid, old, m = self.current_series_uid, self.viewport.model.series, self.viewport.model
+        if uid is None or old is None:
+            return False
+        try:
+            new = open_series(self.library, uid)
+        except MifasError:
+            return False
+        if len(new) == len(old):
+            return False
+        shown = old.frame_ref(m.index) if len(old) else None
+        index = next((i for i, f in enumerate(new.frames) if shown is not None
+                      and (f.sop_instance_uid, f.frame_index) == (shown.sop_instance_uid, shown.frame_index)), 0)
+        window, invert, zoom, pan = m.window, m.invert, m.zoom, m.pan
+        rotation, flip_h, flip_v, playing = m.rotation, m.flip_h, m.flip_v, m.playing
+        self.viewport.set_series(new, index)
+        if window is not None:
+            m.set_window(window)
+        m.set_invert(invert)
+        m.set_zoom(zoom)
+        m.pan_by(*pan)
+        m.rotate(rotation)
+        if flip_h:
+            m.flip(horizontal=True)
+        if flip_v:
+            m.flip(horizontal=False)
+        m.set_playing(playing)
+        log.info("series %s now has %d frames (was %d)", uid, len(new), len(old))
+        return True
+
+    def open_profiles(self) -> None:
+        from viewer.ui.profile_dialog import ProfileDialog
+
+        dialog = ProfileDialog(self.clusters.profiles_path, self.clusters.system_dir, self)
+        dialog.saved.connect(self._on_profiles_saved)
+        self.profile_dialog = dialog
+        dialog.open()
+
+    def _on_profiles_saved(self, *_: object) -> None:
+        self.clusters.reload_profiles()
+        self._configure_pacs()
+        if self.clusters.profile_names():
+            self.health_dock.show()
 
     def open_settings(self) -> None:
         try:
@@ -435,6 +566,8 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Cancel every worker (bounded waits); the library stays open (the caller owns it)."""
         self._jobs.shutdown()
+        self._series_refresh.stop()
+        self.clusters.shutdown()
         self.viewport.shutdown()
         self.browser.shutdown()
         self.tag_browser.shutdown()

@@ -79,13 +79,12 @@ class PacsPanel(QWidget):
         self.node = node
         self.library = library
         self.move_port = move_port
-        self.title = QLabel(f"<b>{_escape(node.name)}</b> — {_escape(node.describe())}", self)
+        self.title = QLabel(self._title_text(), self)
         self.search = SearchFields(self)
         self.search.search_requested.connect(self.run_query)
         self.via = QComboBox(self)
-        for key, label in VIA_LABELS.items():
-            if key != "wado" or node.dicomweb_url:
-                self.via.addItem(label, key)
+        for key, label in self._via_choices():
+            self.via.addItem(label, key)
         found = self.via.findData(via)
         self.via.setCurrentIndex(found if found >= 0 else 0)
         self.results = StudyResultsModel(self._held, self)
@@ -134,6 +133,18 @@ class PacsPanel(QWidget):
         self._query_serial = 0
         self._update_buttons()
 
+    # -- hooks (viewer.ui.cluster_panel overrides them for a cluster profile) --------------------------------
+
+    def _title_text(self) -> str:
+        return f"<b>{_escape(self.node.name)}</b> — {_escape(self.node.describe())}"
+
+    def _via_choices(self) -> list[tuple[str, str]]:
+        return [(key, label) for key, label in VIA_LABELS.items() if key != "wado" or self.node.dicomweb_url]
+
+    def _query_client(self, via: str):
+        """A client with ``find`` and ``close``, made in the query worker."""
+        return open_client(self.node, via)
+
     # -- state -----------------------------------------------------------------------------------------------
 
     @property
@@ -167,11 +178,11 @@ class PacsPanel(QWidget):
             self._query_task.cancel()  # the newest search wins
         self._query_serial += 1
         serial = self._query_serial
-        node, via, keys = self.node, self.selected_via, self.search.dicom_keys()
+        make_client, via, keys = self._query_client, self.selected_via, self.search.dicom_keys()
         query_via = "wado" if via == "wado" else "get"  # C-FIND does not depend on C-GET vs C-MOVE
 
         def query(progress, cancel):
-            client = open_client(node, query_via)
+            client = make_client(query_via)
             try:
                 return client.find("study", keys, cancel=cancel, limit=QUERY_RESULTS_MAX)
             finally:
@@ -220,14 +231,7 @@ class PacsPanel(QWidget):
 
         def on_progress(done: int, total: int) -> None:
             nonlocal announced
-            self.progress.show()
-            if total < 0:
-                self.progress.setRange(0, 0)  # the node did not say how many: a busy bar
-                self.progress.setFormat(f"{done} image(s)")
-            else:
-                self.progress.setRange(0, max(total, 1))
-                self.progress.setValue(min(done, max(total, 1)))
-                self.progress.setFormat(f"{done}/{total} images")
+            self._show_progress(done, total)
             if done > 0 and not announced:
                 announced = True  # the first images are in: the viewer can show the study already
                 self.retrieved.emit(study_uid)
@@ -257,6 +261,16 @@ class PacsPanel(QWidget):
         self._retrieve_tasks.append(task)
         self._update_buttons()
         return task
+
+    def _show_progress(self, done: int, total: int) -> None:
+        self.progress.show()
+        if total < 0:
+            self.progress.setRange(0, 0)  # the node did not say how many: a busy bar
+            self.progress.setFormat(f"{done} image(s)")
+        else:
+            self.progress.setRange(0, max(total, 1))
+            self.progress.setValue(min(done, max(total, 1)))
+            self.progress.setFormat(f"{done}/{total} images")
 
     def cancel(self) -> None:
         """Cancel the running query and every queued or running retrieval."""
