@@ -1,11 +1,16 @@
 """C-GET throughput: DCMTK getscu vs our lean SCU (viewer.pacs.fastget) vs the pynetdicom path (DimseClient).
 
-    python benchmarks/cget.py [--instances 200] [--repeat 3] [--associations 2]
+    python benchmarks/cget.py [--instances 200] [--repeat 5] [--associations 2]
 
 One Orthanc (TCP_NODELAY=1) holds one CT study of --instances 512x512 slices.  Each round runs, in turn:
 getscu (/usr/bin/getscu, TCP_NODELAY=1) into a folder; the fast path into a folder (one association at STUDY
 level, and --associations associations over the IMAGE-level SOP Instance UID list); the fast path into a
-Library (store_bytes), both ways; the pynetdicom path into a folder.  Best of --repeat each.  Prints one JSON line:
+Library (store_bytes, one commit per instance), both ways; the same into a Library through a GroupWriter
+(group commit); the default library path (``retrieve_to_library``: C-FIND plan, first/middle/last phase, lean
+C-GET, group commit); the pynetdicom path into a folder.  Each variant runs next to its own getscu run (and,
+for the group-commit paths, getscu followed by sync(2)), before it in even rounds and after it in odd ones.
+Best of --repeat each, and the per-round ratio to the adjacent getscu run (median, min, max).  Prints one
+JSON line:
 
 - getscu_instances_per_s, pynetdicom_instances_per_s
 - fast_protocol_only_instances_per_s  one association, STUDY level, the sink discards (the protocol alone)
@@ -13,9 +18,20 @@ Library (store_bytes), both ways; the pynetdicom path into a folder.  Best of --
 - fast_lanes_instances_per_s        --associations associations, IMAGE level (the UID list), into a folder
 - fast_instances_per_s              the better of the two (the figure the target compares)
 - fast_to_library_instances_per_s   the same two into a Library (fsync per instance), the better one
-- ratio_fast_vs_getscu, ratio_fast_library_vs_getscu
+- fast_to_library_group_instances_per_s  --associations associations into a Library through a GroupWriter
+- library_default_instances_per_s   retrieve_to_library (what the viewer runs), planning queries included
+- plan_study_ms                     of which the planning C-FINDs (series, then IMAGE level), best of 3
+- ratio_fast_vs_getscu, ratio_fast_library_vs_getscu (best of each; store_bytes sink)
+- ratio_vs_getscu_into_library      {median, min, max, runs}: per round, getscu's time over retrieve_to_library's
+- ratio_group_vs_getscu_into_library  the same for the GroupWriter lanes alone (no planning queries)
+- ratio_fast_vs_getscu_into_folder  the same for the fast path into a folder (lanes)
+- ratio_vs_getscu_durable_into_library, ratio_group_vs_getscu_durable_into_library: the same against getscu
+  followed by sync(2) (getscu leaves its files in the page cache; a library that must survive a crash cannot)
+- disk_durable_mb_per_s             the disk's sustained write+fdatasync rate: the floor of any durable store
+- median_s                          median seconds of every variant
 - store_bytes_ms_per_instance       Library.store_bytes alone, on the same bytes (the store's own cost), and
   store_bytes_without_fsync_ms_per_instance, the same with os.fsync stubbed out (what durability costs)
+- store_many_ms_per_instance        Library.store_many in batches of BATCH_INSTANCES_MAX (group commit alone)
 """
 
 from __future__ import annotations
@@ -24,6 +40,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -74,7 +91,7 @@ def timed(fn: Callable[[], object]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--instances", type=int, default=200)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--associations", type=int, default=2)
     args = parser.parse_args()
     if not Path(GETSCU).exists():
@@ -84,13 +101,18 @@ def main() -> None:
     import pydicom
 
     from viewer.library import Library
+    from viewer.library.writer import GroupWriter
+    from viewer.pacs.client import plan_study, retrieve_to_library
     from viewer.pacs.dimse import DimseClient
     from viewer.pacs.fastget import FastGetClient
     from viewer.pacs.orthanc import OrthancProcess
 
     n = args.instances
     times: dict[str, list[float]] = {k: [] for k in (
-        "getscu", "fast_null", "fast_study", "fast_lanes", "fast_library_study", "fast_library_lanes", "pynetdicom")}
+        "getscu", "getscu_durable", "fast_null", "fast_study", "fast_lanes", "fast_library_study", "fast_library_lanes",
+        "fast_library_group", "library_default", "pynetdicom", "getscu:fast_null", "getscu:fast_study",
+        "getscu:fast_lanes", "getscu:fast_library_study", "getscu:fast_library_lanes", "getscu:fast_library_group",
+        "getscu:library_default", "getscu_durable:fast_library_group", "getscu_durable:library_default")}
     with tempfile.TemporaryDirectory(prefix="mifas-cget-") as tmp:
         work = Path(tmp)
         files = write_study(work / "src", n)
@@ -107,6 +129,7 @@ def main() -> None:
                 out = work / f"out-{r}"
 
                 def getscu(out: Path = out) -> None:
+                    out = out / f"getscu-{uuid.uuid4().hex}"
                     (out / "getscu").mkdir(parents=True)
                     subprocess.run([GETSCU, "-aet", "GETSCU", "-aec", node.ae_title, "-k", "QueryRetrieveLevel=STUDY",
                                     "-k", f"StudyInstanceUID={study_uid}", "-od", str(out / "getscu"), node.host,
@@ -138,17 +161,57 @@ def main() -> None:
                     finally:
                         library.close()
 
-                def pynetdicom(out: Path = out) -> None:
-                    assert DimseClient(node).get(study_uid, sink=folder_sink(out / "pnd")).completed == n
+                def fast_library_group(out: Path = out) -> None:
+                    library = Library.open(out / "libraryg")
+                    try:
+                        with GroupWriter(library) as writer:
+                            result = fastn.get(study_uid, series_uid, sop_uids, sink=writer)
+                        assert result.completed == n and len(result.sop_instance_uids) == n, result
+                    finally:
+                        library.close()
 
-                for name, fn in (("getscu", getscu), ("fast_null", fast_null), ("fast_study", fast_study), ("fast_lanes", fast_lanes),
-                                 ("fast_library_study", fast_library_study),
-                                 ("fast_library_lanes", fast_library_lanes), ("pynetdicom", pynetdicom)):
-                    times[name].append(timed(fn))
-                shutil.rmtree(out)
+                def library_default(out: Path = out) -> None:
+                    library = Library.open(out / "libraryd")
+                    try:
+                        result = retrieve_to_library(node, library, study_uid)
+                        assert len(result.sop_instance_uids) == n, result
+                    finally:
+                        library.close()
+
+                def pynetdicom(out: Path = out) -> None:
+                    client = DimseClient(node, lean_get=False)
+                    assert client.get(study_uid, sink=folder_sink(out / "pnd")).completed == n
+
+                def getscu_durable(out: Path = out) -> None:
+                    getscu(out)
+                    os.sync()  # the same bytes made durable: the reference for a store that must be
+
+                references = {"getscu": getscu, "getscu_durable": getscu_durable}
+                variants = [("fast_null", fast_null, ("getscu",)), ("fast_study", fast_study, ("getscu",)),
+                            ("fast_lanes", fast_lanes, ("getscu",)),
+                            ("fast_library_study", fast_library_study, ("getscu",)),
+                            ("fast_library_lanes", fast_library_lanes, ("getscu",)),
+                            ("fast_library_group", fast_library_group, ("getscu", "getscu_durable")),
+                            ("library_default", library_default, ("getscu", "getscu_durable")),
+                            ("pynetdicom", pynetdicom, ())]
+                # Each variant runs next to its own reference run(s), first in even rounds and last in odd ones:
+                # this disk writes its first ~200 MB fast and then slows to its sustained rate, so what ran just
+                # before matters; a pair shares its conditions.
+                for name, fn, refs in variants:
+                    pair = [(ref, references[ref]) for ref in refs]
+                    pair = [(name, fn), *pair] if r % 2 == 0 else [*pair, (name, fn)]
+                    for key, run in pair:
+                        seconds = timed(run)
+                        times[key if key == name else f"{key}:{name}"].append(seconds)
+                        if key != name:
+                            times[key].append(seconds)
+                    shutil.rmtree(out, ignore_errors=True)
+            plan_s = min(timed(lambda: plan_study(DimseClient(node), study_uid, None, None)) for _ in range(3))
         store_ms = bench_store(work / "store", files)
         with mock.patch("os.fsync"):  # what durability costs: the same store without any fsync
             store_no_fsync_ms = bench_store(work / "store-no-fsync", files)
+        store_many_ms = bench_store(work / "store-many", files, batched=True)
+        disk_mb_per_s = bench_disk(work / "disk", files)
 
     best = {k: min(v) for k, v in times.items()}
     rate = {k: round(n / v, 1) for k, v in best.items()}
@@ -170,18 +233,61 @@ def main() -> None:
         "ratio_fast_library_vs_getscu": round(library_best / rate["getscu"], 3),
         "store_bytes_ms_per_instance": store_ms,
         "store_bytes_without_fsync_ms_per_instance": store_no_fsync_ms,
+        "store_many_ms_per_instance": store_many_ms,
+        "fast_to_library_group_instances_per_s": rate["fast_library_group"],
+        "library_default_instances_per_s": rate["library_default"],
+        "plan_study_ms": round(plan_s * 1000, 1),
+        "ratio_vs_getscu_into_library": per_round_ratio(times["getscu:library_default"], times["library_default"]),
+        "ratio_group_vs_getscu_into_library": per_round_ratio(times["getscu:fast_library_group"], times["fast_library_group"]),
+        "ratio_fast_vs_getscu_into_folder": per_round_ratio(times["getscu:fast_lanes"], times["fast_lanes"]),
+        "ratio_vs_getscu_durable_into_library": per_round_ratio(times["getscu_durable:library_default"],
+                                                                times["library_default"]),
+        "ratio_group_vs_getscu_durable_into_library": per_round_ratio(times["getscu_durable:fast_library_group"],
+                                                                       times["fast_library_group"]),
+        "disk_durable_mb_per_s": disk_mb_per_s,
+        "median_s": {k: round(statistics.median(v), 3) for k, v in times.items() if ":" not in k},
     }))
 
 
-def bench_store(folder: Path, files: list[Path]) -> float:
-    """Library.store_bytes alone (one thread), ms per instance: what the library costs without the network."""
+def per_round_ratio(reference: list[float], ours: list[float]) -> dict[str, float | int]:
+    """Throughput ratio per round (the reference's time over ours, measured next to each other): > 1 is faster."""
+    ratios = [r / o for r, o in zip(reference, ours, strict=True)]
+    return {"median": round(statistics.median(ratios), 3), "min": round(min(ratios), 3),
+            "max": round(max(ratios), 3), "runs": len(ratios)}
+
+
+def bench_disk(folder: Path, files: list[Path], rounds: int = 3) -> float:
+    """The disk's rate for the study's bytes written and fdatasync'ed in one file, MB/s, median of `rounds`
+    after as many warm-up rounds (this disk is fast for its first few hundred MB, then slower): the floor
+    for any retrieval that makes the study durable before it returns."""
+    data = b"".join(p.read_bytes() for p in files)
+    folder.mkdir()
+    rates = []
+    for i in range(2 * rounds):
+        os.sync()
+        started = time.perf_counter()
+        with open(folder / f"{i}.bin", "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fdatasync(out.fileno())
+        rates.append(len(data) / 1e6 / (time.perf_counter() - started))
+    return round(statistics.median(rates[rounds:]), 1)
+
+
+def bench_store(folder: Path, files: list[Path], batched: bool = False) -> float:
+    """Library.store_bytes (or store_many) alone, one thread, ms per instance: the library without the network."""
     from viewer.library import Library
+    from viewer.library.writer import BATCH_INSTANCES_MAX
 
     blobs = [p.read_bytes() for p in files]
     library = Library.open(folder)
     try:
+        os.sync()
         started = time.perf_counter()
-        for data in blobs:
+        if batched:
+            for i in range(0, len(blobs), BATCH_INSTANCES_MAX):
+                library.store_many(blobs[i:i + BATCH_INSTANCES_MAX])
+        for data in blobs if not batched else ():
             library.store_bytes(data)
         return round((time.perf_counter() - started) * 1000 / len(blobs), 3)
     finally:

@@ -10,6 +10,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pydicom
 import pytest
@@ -31,6 +32,8 @@ from viewer.errors import (
     PacsTimeoutError,
     StorageFullError,
 )
+from viewer.library import Library
+from viewer.library.writer import GroupWriter
 from viewer.pacs import DimseClient, dimse, fastget, pdu
 from viewer.pacs.fastget import FastGetClient
 from viewer.pacs.node import Node, Timeouts
@@ -118,7 +121,7 @@ def test_study_bytes_identical_to_pynetdicom_and_same_as_source(node: Node, seed
         ours, theirs = Collector(), Collector()
         classes = {sop_class_of(seed_data.files[uid]) for uid in seed_data.instances_of(study)}
         result = FastGetClient(node).get(study, sink=ours, sop_class_uids=classes)
-        DimseClient(node).get(study, sink=theirs, sop_class_uids=classes)
+        DimseClient(node, lean_get=False).get(study, sink=theirs, sop_class_uids=classes)
         got, want = by_uid(ours.items), by_uid(theirs.items)
         assert got == want  # byte for byte: preamble, file meta, data set
         assert set(got) == seed_data.instances_of(study)
@@ -439,3 +442,71 @@ def test_instance_not_asked_for_is_refused_and_reported(get_scp: Callable[..., i
     assert sorted(by_uid(sink.items)) == wanted == sorted(result.sop_instance_uids)
     assert result.failed == 2  # the peer counts our refusals as failed sub-operations
     assert "sent 2 instance(s) that were not asked for" in caplog.text
+
+
+# -- into the library (group commit) and as DimseClient.get's default path ----------------------------------
+
+
+@pytest.mark.network
+def test_into_the_library_through_a_group_writer(monkeypatch: pytest.MonkeyPatch, node: Node, seed_data: Seed,
+                                                 tmp_path: Path) -> None:
+    monkeypatch.setattr(fastget, "LANE_INSTANCES_MIN", 4)  # several lanes submitting to one writer
+    uids = sorted(seed_data.instances_of(seed_data.ct_study))
+    theirs = Collector()
+    DimseClient(node, lean_get=False).get(seed_data.ct_study, seed_data.ct_series, uids, sink=theirs)
+    progress: list[tuple[int, int | None]] = []
+    with Library.open(tmp_path / "lib") as library:
+        with GroupWriter(library, batch_instances_max=4) as writer:
+            result = FastGetClient(node, associations=3).get(
+                seed_data.ct_study, seed_data.ct_series, uids, sink=writer,
+                progress=lambda done, total: progress.append((done, total)))
+            # get() returns once every instance is committed: the library already says so
+            assert library.instance_uids(seed_data.ct_series) == set(uids) == set(result.sop_instance_uids)
+        assert result.completed == len(uids) and result.failed == 0
+        assert result.bytes == sum(len(d) for d in theirs.items)
+        assert sorted(d for d, _ in progress) == list(range(1, len(uids) + 1))
+        for uid, data in by_uid(theirs.items).items():
+            assert library.path_of(uid).read_bytes() == data  # byte for byte as pynetdicom receives it
+        assert library.partial_files() == [] and library.fsck() == {"orphans_removed": 0, "missing": 0}
+
+
+@pytest.mark.network
+def test_dimse_client_get_runs_the_lean_client_and_falls_back(monkeypatch: pytest.MonkeyPatch, node: Node,
+                                                               seed_data: Seed) -> None:
+    calls: list[str] = []
+    lean_get = FastGetClient.get
+
+    def spy(self: FastGetClient, *args: object, **kwargs: object) -> object:
+        calls.append("lean")
+        return lean_get(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(FastGetClient, "get", spy)
+    sink = Collector()
+    assert DimseClient(node).get(seed_data.two_series_study, sink=sink).completed == 10 and calls == ["lean"]
+
+    def refused(self: FastGetClient, *args: object, **kwargs: object) -> object:
+        calls.append("refused")
+        raise fastget.LeanAssociationFailed("a peer that does not understand our association request")
+
+    monkeypatch.setattr(FastGetClient, "get", refused)
+    again = Collector()
+    assert DimseClient(node).get(seed_data.two_series_study, sink=again).completed == 10  # pynetdicom's path
+    assert calls == ["lean", "refused"] and by_uid(again.items) == by_uid(sink.items)
+
+
+@pytest.mark.network
+@pytest.mark.parametrize("reject", [True, False])
+def test_dimse_client_rule_for_instances_not_asked_for(get_scp: Callable[..., int], reject: bool) -> None:
+    datasets = ct_series(4)  # the SCP sends all four whatever is asked
+    wanted = sorted(str(ds.SOPInstanceUID) for ds in datasets[:2])
+    sink = Collector()
+    told: list[str] = []
+    client = DimseClient(local_node(get_scp(datasets), timeouts=PATIENT), associations=1)
+    result = client.get(str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID), wanted, sink=sink,
+                        reject_unrequested=reject, on_unrequested=told.append)
+    if reject:  # refused (NOT_AUTHORIZED) and reported, as on the pynetdicom path
+        assert sorted(by_uid(sink.items)) == wanted and sorted(told) == sorted(
+            str(ds.SOPInstanceUID) for ds in datasets[2:])
+        assert result.failed == 2
+    else:  # stored, as on the pynetdicom path
+        assert len(by_uid(sink.items)) == 4 and told == []

@@ -19,6 +19,7 @@ from typing import Literal, Protocol, runtime_checkable
 
 from viewer.errors import OperationCancelled, PacsError
 from viewer.library.store import Library, is_valid_uid
+from viewer.library.writer import GroupWriter
 from viewer.pacs.dicomweb import DicomWebClient
 from viewer.pacs.dimse import DEFAULT_ASSOCIATIONS, DimseClient
 from viewer.pacs.node import (
@@ -210,10 +211,19 @@ def retrieve_to_library(
 
     Blocking and thread-safe: run it in a worker thread; set `cancel` to stop (OperationCancelled is raised,
     the images stored so far stay in the library).  Errors are :mod:`viewer.errors` types.
+
+    C-GET stores through a :class:`~viewer.library.writer.GroupWriter` (group commits: one durability call
+    and one index transaction per batch); every retrieval flushes it before returning, so `held` and the
+    library are exact between the phases and after an error.  C-MOVE's Storage SCP and WADO-RS call it as a
+    plain sink, which waits for each commit (several concurrent calls still share one).
     """
     client = open_client(node, via, move_port=move_port)
+    writer = GroupWriter(library)
     try:
-        return retrieve_study(client, study_uid, series_uid, sink=library.store_bytes, held=library.has_instance,
+        return retrieve_study(client, study_uid, series_uid, sink=writer, held=library.has_instance,
                               progress=progress, cancel=cancel)
     finally:
-        client.close()
+        try:
+            writer.close()
+        finally:
+            client.close()

@@ -22,7 +22,13 @@ Limits: a PDU longer than we announced (``MAX_PDU_BYTES``) aborts the associatio
 untrusted); a data set longer than ``dataset_bytes_max`` is drained and refused with Out of Resources.
 
 Parallelism: a SOP Instance UID list is split over ``associations`` threads (socket I/O releases the GIL);
-the sink must then be thread-safe (``Library.store_bytes`` is).  Two associations are the default: on two
+the sink must then be thread-safe (``Library.store_bytes`` is).
+
+Into the library: when the sink is a :class:`~viewer.library.writer.GroupWriter`, each instance is submitted
+and acknowledged at once and stored by the writer thread in group commits; an instance counts as received
+(``sop_instance_uids``, progress) only once committed, and :meth:`FastGetClient.get` flushes the writer before
+it returns or raises, so the library says exactly what is held afterwards.  One the writer refuses after the
+peer was told "success" is reported in ``failed_sop_instance_uids``.  Two associations are the default: on two
 cores a third, or running the sink on ``store_workers`` threads, measured slower (the sink's Python work
 then competes with the receiving threads for the GIL); ``store_workers`` is kept for machines with more cores.
 
@@ -63,6 +69,7 @@ from viewer.errors import (
     PacsTimeoutError,
     StorageFullError,
 )
+from viewer.library.writer import GroupWriter
 from viewer.pacs.dimse import (
     LANE_INSTANCES_MIN,
     DimseStatus,
@@ -122,6 +129,14 @@ _REJECT_REASONS = {  # PS3.8 9.3.4 (Result Source, Reason/Diag.); (1, 3) and (1,
 }
 
 
+@dataclass(frozen=True)
+class _Unrequested:
+    """DimseClient.get's rule for instances not asked for: `allowed` None stores everything."""
+
+    allowed: frozenset[str] | None
+    callback: Callable[[str], None] | None
+
+
 @dataclass
 class _Outcome:
     """What one association received and what its final C-GET-RSP said (PS3.4 C.4.3.1.6)."""
@@ -144,8 +159,10 @@ class _Shared:
     """
 
     def __init__(self, sink: Sink, progress: Progress | None, expected: int | None,
-                 cancel: threading.Event | None, store_workers: int) -> None:
+                 cancel: threading.Event | None, store_workers: int, unrequested: _Unrequested | None = None) -> None:
         self.sink = sink
+        self.writer = sink if isinstance(sink, GroupWriter) else None
+        self.unrequested = unrequested
         self.progress = progress
         self.expected = expected
         self.cancel = cancel
@@ -157,6 +174,7 @@ class _Shared:
         self.refused_uids: list[str] = []  # refused by the sink after the peer was told "success"
         self.unexpected_uids: list[str] = []  # sent by the peer although not asked for (IMAGE level), refused
         self.peer_total: int | None = None
+        self.delivered = False  # an instance reached the sink: falling back to another client would repeat it
         self._queue: deque[tuple[str, bytes]] = deque()
         self._queued_bytes = 0
         self._closing = False
@@ -176,6 +194,9 @@ class _Shared:
 
     def store(self, uid: str, part10: bytes) -> int:
         """Store one instance (or queue it); the C-STORE-RSP status (PS3.4 B.2.3)."""
+        self.delivered = True
+        if self.writer is not None:
+            return self._submit(uid, part10)
         if not self._workers:
             return self._store_now(uid, part10)
         with self.lock:
@@ -187,6 +208,59 @@ class _Shared:
             self._queued_bytes += len(part10)
             self.lock.notify_all()
         return DimseStatus.SUCCESS
+
+    def check_requested(self, uid: str, lane_uids: frozenset[str] | None) -> int | None:
+        """The refusal status for an instance that was not asked for, None when it may be stored."""
+        policy = self.unrequested
+        if policy is None:  # this client's own rule: at IMAGE level, only what the lane asked for
+            if lane_uids is None or uid in lane_uids:
+                return None
+            log.warning("instance %s refused: it was not asked for", uid)
+            self.note_unexpected(uid)
+            return DimseStatus.UNABLE_TO_PROCESS
+        if policy.allowed is None or uid in policy.allowed:
+            return None
+        log.warning("instance %s was not asked for: refused", uid)  # DimseClient.get's rule and wording
+        self.note_unexpected(uid)
+        if policy.callback is not None:
+            try:
+                policy.callback(uid)
+            except Exception:  # a bug in the caller's callback must not break the transfer
+                log.exception("on_unrequested callback failed")
+        return DimseStatus.NOT_AUTHORIZED
+
+    def _submit(self, uid: str, part10: bytes) -> int:
+        """Hand one instance to the group writer; it counts as received once its batch is committed."""
+        assert self.writer is not None
+        refusal = self.refusal_status()
+        if refusal is not None:
+            return refusal
+        size = len(part10)
+        try:
+            self.writer.submit(part10, lambda result, error: self._committed(uid, size, error))
+        except StorageFullError as exc:
+            self.fatal = exc
+            return DimseStatus.OUT_OF_RESOURCES
+        except LibraryError as exc:
+            self.fatal = exc
+            return DimseStatus.UNABLE_TO_PROCESS
+        return DimseStatus.SUCCESS
+
+    def _committed(self, uid: str, size: int, error: BaseException | None) -> None:
+        """Runs on the writer thread when the instance's batch is committed (or the instance refused)."""
+        if error is None:
+            with self.lock:
+                self.uids.append(uid)
+                self.bytes += size
+                done = len(self.uids)
+            self._report(done)
+            return
+        with self.lock:
+            self.refused_uids.append(uid)
+        if isinstance(error, MifasError) and not isinstance(error, LibraryError):
+            log.warning("instance %s not stored: %s", uid, error)  # unusable; the others may be fine
+        elif self.fatal is None:
+            self.fatal = error  # the disk is full or the index is unusable: stop, it would repeat
 
     def note_unexpected(self, uid: str) -> None:
         with self.lock:
@@ -215,6 +289,12 @@ class _Shared:
             self.lock.notify_all()
         for worker in self._workers:
             worker.join()
+        if self.writer is not None:
+            try:
+                self.writer.flush()
+            except Exception as exc:  # already reported through the callbacks; keep the first
+                if self.fatal is None:
+                    self.fatal = exc
 
     def _store_now(self, uid: str, part10: bytes) -> int:
         refusal = self.refusal_status()
@@ -334,6 +414,11 @@ class _Reader:
         return pdu_type, self.view[body_start:self.start]
 
 
+class LeanAssociationFailed(AssociationAbortedError):
+    """The peer did not answer our association request in a way this client understands (nothing was sent
+    or received yet): ``DimseClient.get`` then falls back to pynetdicom."""
+
+
 class _IdleTimeout(Exception):
     pass
 
@@ -394,7 +479,7 @@ class _Association:
             raise PacsTimeoutError(f"The C-GET from the PACS {node.describe()} did not finish within its "
                                    f"time limit.") from None
         except ProtocolError as exc:
-            raise AssociationAbortedError(
+            raise LeanAssociationFailed(
                 f"The PACS at {node.address} answered our association request with a broken PDU ({exc}).") from exc
         except OSError as exc:
             raise AssociationAbortedError(
@@ -405,7 +490,7 @@ class _Association:
             raise AssociationAbortedError(f"The PACS {node.describe()} aborted the association request "
                                           f"(calling AE '{node.calling_ae}').")
         if pdu_type != PduType.A_ASSOCIATE_AC:
-            raise AssociationAbortedError(f"The PACS {node.describe()} answered the association request with a "
+            raise LeanAssociationFailed(f"The PACS {node.describe()} answered the association request with a "
                                           f"PDU of type 0x{pdu_type:02X}.")
         self.syntax_by_context = self.accept.accepted
         self.get_context_id = next((cx.context_id for cx in self._request.contexts
@@ -615,10 +700,9 @@ class _Association:
         if data is None:
             log.warning("instance %s refused: larger than %d bytes", uid, self.dataset_bytes_max)
             return DimseStatus.OUT_OF_RESOURCES
-        if self.requested_uids is not None and uid not in self.requested_uids:
-            log.warning("instance %s refused: it was not asked for", uid)
-            self.shared.note_unexpected(uid)
-            return DimseStatus.UNABLE_TO_PROCESS
+        unrequested = self.shared.check_requested(uid, self.requested_uids)
+        if unrequested is not None:
+            return unrequested
         if syntax is None:  # a context we did not propose or the peer did not accept
             return DimseStatus.UNABLE_TO_PROCESS
         # PS3.10 7.1 File Meta Information, as pynetdicom's Event.file_meta builds it (same implementation
@@ -693,7 +777,8 @@ class FastGetClient:
     """
 
     def __init__(self, node: Node, *, associations: int = DEFAULT_ASSOCIATIONS,
-                 store_workers: int = DEFAULT_STORE_WORKERS, dataset_bytes_max: int = DATASET_BYTES_MAX) -> None:
+                 store_workers: int = DEFAULT_STORE_WORKERS, dataset_bytes_max: int = DATASET_BYTES_MAX,
+                 lane_instances_min: int | None = None) -> None:
         if not 1 <= associations <= ASSOCIATIONS_MAX:
             raise PacsError(f"The number of parallel associations must be 1-{ASSOCIATIONS_MAX}, not {associations}.")
         if not 0 <= store_workers <= STORE_WORKERS_MAX:
@@ -702,6 +787,7 @@ class FastGetClient:
         self.associations = associations
         self.store_workers = store_workers
         self.dataset_bytes_max = dataset_bytes_max
+        self.lane_instances_min = lane_instances_min  # None: this module's LANE_INSTANCES_MIN
 
     def get(
         self,
@@ -714,19 +800,36 @@ class FastGetClient:
         cancel: threading.Event | None = None,
         sop_class_uids: Collection[str] | None = None,
         deadline_s: float | None = None,
+        reject_unrequested: bool | None = None,
+        on_unrequested: Callable[[str], None] | None = None,
     ) -> RetrieveResult:
         """Retrieve a study, a series, or listed instances of one series (IMAGE level, spread over up to
         ``associations`` parallel associations); every instance goes to `sink` as Part 10 bytes.
-        `deadline_s` bounds the whole transfer; the node's ``dimse_s`` bounds silence only."""
+        `deadline_s` bounds the whole transfer; the node's ``dimse_s`` bounds silence only.
+
+        Instances not asked for: by default (``reject_unrequested=None``) an IMAGE-level request refuses what
+        its lane did not list (UNABLE_TO_PROCESS).  ``True`` / ``False`` give ``DimseClient.get``'s rule: refuse
+        what is not in `sop_instance_uids` with NOT_AUTHORIZED and tell `on_unrequested`, or store everything.
+        """
+        if reject_unrequested and sop_instance_uids is None:
+            raise ValueError("reject_unrequested needs a list of SOP Instance UIDs")
+        unrequested = None
+        if reject_unrequested is not None:
+            allowed = frozenset(sop_instance_uids) if reject_unrequested and sop_instance_uids is not None else None
+            unrequested = _Unrequested(allowed, on_unrequested)
         identifiers = [retrieve_identifiers(study_uid, series_uid, uids) for uids in self._lanes(sop_instance_uids)]
         if cancel is not None and cancel.is_set():
             raise OperationCancelled("The operation was cancelled.")
         expected = len(set(sop_instance_uids)) if sop_instance_uids is not None else None
         started = time.monotonic()
         deadline = started + deadline_s if deadline_s is not None else None
-        shared = _Shared(sink, progress, expected, cancel, self.store_workers)
+        shared = _Shared(sink, progress, expected, cancel, self.store_workers, unrequested)
         try:
             outcomes = self._run_lanes(identifiers, shared, sop_class_uids, deadline)
+        except LeanAssociationFailed as exc:
+            if shared.delivered:  # another lane got instances: no fallback, which would repeat them
+                raise AssociationAbortedError(str(exc)) from exc
+            raise
         finally:
             shared.close()  # what was acknowledged is stored, even when the retrieval failed
         if shared.unexpected_uids:
@@ -759,7 +862,8 @@ class FastGetClient:
         if sop_instance_uids is None:
             return [None]
         uids = list(dict.fromkeys(sop_instance_uids))
-        count = max(1, min(self.associations, len(uids) // LANE_INSTANCES_MIN))
+        per_lane = self.lane_instances_min if self.lane_instances_min is not None else LANE_INSTANCES_MIN
+        count = max(1, min(self.associations, len(uids) // max(1, per_lane)))
         return [uids[i::count] for i in range(count)]
 
     def _run_lane(self, identifiers: list[Dataset], shared: _Shared, sop_class_uids: Collection[str] | None,

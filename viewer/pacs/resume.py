@@ -33,6 +33,7 @@ import pydicom
 
 from viewer.errors import MalformedDicomError, MifasError, OperationCancelled, PacsError
 from viewer.library.store import Library, is_valid_uid
+from viewer.library.writer import GroupWriter
 from viewer.pacs.client import plan_study  # the shared study planner (series, then instances)
 from viewer.pacs.cluster import ClusterProfile
 from viewer.pacs.dicomweb import DicomWebClient
@@ -138,6 +139,17 @@ class _Received:
                 self.new += 1
                 self.bytes += len(data)
         return result
+
+    def adopt(self, library: Library, study_uid: str) -> None:
+        """Count what a group-committed attempt put in the library for this study (the library held none of it
+        before: the whole-study attempt runs only then) as received now."""
+        for record in library.series(study_uid):
+            for instance in library.instances(record.series_uid):
+                with self._lock:
+                    if instance.sop_instance_uid not in self.uids:
+                        self.uids.add(instance.sop_instance_uid)
+                        self.new += 1
+                        self.bytes += instance.size_bytes
 
     def held(self, uid: str) -> bool:
         with self._lock:
@@ -291,11 +303,15 @@ class ResilientClient:
         assert self.library is not None
         node = self.profile.candidates()[0]
         try:
-            result = DimseClient(node, associations=self.associations).get(
-                study_uid, series_uid, sink=received, progress=progress, cancel=cancel)
+            # Group commits (viewer.library.writer): an instance counts, and shows in `progress`, once its batch
+            # is durable in the library; get() flushes the writer before it returns or raises.
+            with GroupWriter(self.library) as writer:
+                result = DimseClient(node, associations=self.associations).get(
+                    study_uid, series_uid, sink=writer, progress=progress, cancel=cancel)
         except OperationCancelled:
             raise
         except MifasError as exc:
+            received.adopt(self.library, study_uid)
             verdict = classify(exc, progressed=received.new > 0)
             if verdict.kind in ("local", "bug"):
                 raise
@@ -307,6 +323,7 @@ class ResilientClient:
             log.info("whole-study C-GET of %s did not finish (%s); listing and resuming", study_uid, verdict.kind)
             return None
         if result.failed or result.warnings or not result.completed:
+            received.adopt(self.library, study_uid)
             return None
         outcomes = []
         for record in self.library.series(study_uid):
