@@ -505,6 +505,8 @@ class Library:
         except OSError as exc:
             raise LibraryError(f"Cannot create the library folder {self.root}: {exc.strerror}.") from exc
         self._lock = threading.RLock()
+        self._keys = _Keys()
+        self._object_dirs: set[str] = set()  # objects/<ab> folders known to exist (made at most once per open)
         try:
             self._db = sqlite3.connect(self.root / "index.sqlite", check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -603,7 +605,7 @@ class Library:
         return StoreResult(sop_uid, row[0], row[1], added=False) if row else None
 
     def _write_atomic(self, chunks: Iterable[bytes]) -> tuple[str, int, str]:
-        key = uuid.uuid4().hex
+        key = self._keys.next()
         relpath = f"objects/{key[:2]}/{key}.dcm"
         tmp = self._tmp / f"{key}.part"
         digest = hashlib.sha256()
@@ -638,15 +640,21 @@ class Library:
             (self.root / relpath).unlink(missing_ok=True)  # lost a race with a concurrent store
         return row.result(added)
 
-    def _insert(self, row: _IndexRow, relpath: str, size: int, sha: str) -> bool:
-        """Enter one instance in the open transaction; False when its SOP Instance UID is already there."""
-        if self._db.execute("SELECT 1 FROM instances WHERE sop_instance_uid=?", (row.sop_uid,)).fetchone():
-            return False
-        self._db.execute("INSERT INTO studies VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(study_uid) DO NOTHING", row.study)
-        self._db.execute("INSERT INTO series VALUES (?,?,?,?,?,?) ON CONFLICT(series_uid) DO NOTHING", row.series)
-        self._db.execute("INSERT INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                         (*row.instance, relpath, size, sha, time.time()))
-        return True
+    def _insert(self, row: _IndexRow, relpath: str, size: int, sha: str, entered: set[str] | None = None) -> bool:
+        """Enter one instance in the open transaction; False when its SOP Instance UID is already there.
+        `entered` (a group commit's) holds the study and series UIDs this transaction already entered, so a
+        batch of one series enters its study and series rows once."""
+        if entered is None or row.study[0] not in entered:
+            self._db.execute("INSERT INTO studies VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(study_uid) DO NOTHING",
+                             row.study)
+        if entered is None or row.series[0] not in entered:
+            self._db.execute("INSERT INTO series VALUES (?,?,?,?,?,?) ON CONFLICT(series_uid) DO NOTHING", row.series)
+        if entered is not None:
+            entered.update((row.study[0], row.series[0]))
+        cursor = self._db.execute("INSERT INTO instances VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                                  " ON CONFLICT(sop_instance_uid) DO NOTHING",
+                                  (*row.instance, relpath, size, sha, time.time()))
+        return cursor.rowcount == 1
 
     def _index_failed(self, exc: sqlite3.Error, relpaths: Iterable[str]) -> Exception:
         """Undo a failed index transaction and its files (renamed, never visible); the error to raise."""
@@ -684,15 +692,19 @@ class Library:
         Library's temp folder, not yet durable.  Raises NotDicomError / MalformedDicomError for a file that
         cannot be stored and StorageFullError when the disk is full (the temp file is then removed)."""
         row = row if row is not None else _index_row(data)
-        tmp = self._tmp / f"{uuid.uuid4().hex}.part"
+        tmp = self._tmp / f"{self._keys.next()}.part"
         try:
-            with open(tmp, "wb") as out:
-                out.write(data)
-                out.flush()
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view):]
                 if _SYNCFS_WORKS:
-                    _start_writeback(out.fileno())
+                    _start_writeback(fd)
                 else:
-                    os.fdatasync(out.fileno())
+                    os.fdatasync(fd)
+            finally:
+                os.close(fd)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise _translate_os_error(exc, self.root) from exc
@@ -731,7 +743,8 @@ class Library:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                added = [self._insert(item.row, relpath, item.size, item.sha256)
+                entered: set[str] = set()
+                added = [self._insert(item.row, relpath, item.size, item.sha256, entered)
                          for (_, item), relpath in zip(fresh, placed, strict=True)]
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -748,21 +761,25 @@ class Library:
         try:
             if staged and _SYNCFS_WORKS:
                 _syncfs(self._tmp)
-            folders: set[Path] = set()
+            folders: set[str] = set()
             for item in staged:
-                key = uuid.uuid4().hex
+                key = self._keys.next()
                 relpath = f"objects/{key[:2]}/{key}.dcm"
-                final = self.root / relpath
-                if final.parent not in folders:
-                    final.parent.mkdir(exist_ok=True)
-                    folders.add(final.parent)
-                os.replace(item.tmp, final)
+                if key[:2] not in self._object_dirs:
+                    (self._objects / key[:2]).mkdir(exist_ok=True)
+                    self._object_dirs.add(key[:2])
+                folders.add(key[:2])
+                try:
+                    os.replace(item.tmp, self.root / relpath)
+                except FileNotFoundError:  # its folder was removed behind our back: make it again, once
+                    (self._objects / key[:2]).mkdir(exist_ok=True)
+                    os.replace(item.tmp, self.root / relpath)
                 placed.append(relpath)
             if placed and _SYNCFS_WORKS:
                 _syncfs(self._objects)
             else:
                 for folder in folders:
-                    _fsync_dir(folder)
+                    _fsync_dir(self._objects / folder)
         except OSError as exc:
             self.discard(staged)
             for relpath in placed:
@@ -963,6 +980,24 @@ def _remove_dead_writers(tmp_root: Path) -> None:
                 shutil.rmtree(path, ignore_errors=True)  # a folder whose lock file was lost, long idle
         elif path.is_file() and path.suffix != ".lock" and now - path.stat().st_mtime > LOOSE_TMP_STALE_S:
             path.unlink(missing_ok=True)  # a loose leftover of the earlier layout
+
+
+class _Keys:
+    """Random 128-bit object keys as 32 hex digits, drawn from the OS in blocks (one getrandom call per
+    :data:`KEYS_PER_DRAW` keys instead of one per key).  Thread-safe."""
+
+    KEYS_PER_DRAW = 256
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._block = b""
+
+    def next(self) -> str:
+        with self._lock:
+            if not self._block:
+                self._block = os.urandom(16 * self.KEYS_PER_DRAW)
+            key, self._block = self._block[:16], self._block[16:]
+        return key.hex()
 
 
 def _fsync_dir(path: Path) -> None:

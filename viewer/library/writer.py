@@ -75,7 +75,12 @@ class GroupWriter:
         self.linger_s = linger_s
         self.queue_bytes_max = queue_bytes_max
         self.unfinished_max = max(1, unfinished_max)
-        self._cond = threading.Condition()
+        # One lock, three conditions, so that each change wakes only the threads it concerns (a notify_all on one
+        # shared condition woke every thread for every instance: about 20 futex calls and GIL hand-offs each).
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)  # submitters, flushers, a stager waiting for batch room
+        self._to_stage = threading.Condition(self._lock)  # the stager waits here for instances or a flush
+        self._to_publish = threading.Condition(self._lock)  # the publisher waits here for closed batches
         self._queue: deque[_Pending] = deque()
         self._queued_bytes = 0
         self._unfinished = 0  # submitted and not yet committed or refused
@@ -108,7 +113,7 @@ class GroupWriter:
                                                   daemon=True)]
                 for thread in self._threads:
                     thread.start()
-            self._cond.notify_all()
+            self._to_stage.notify()
 
     def __call__(self, data: bytes) -> StoreResult:
         """Store one instance and wait until it is committed (the Sink interface)."""
@@ -122,7 +127,7 @@ class GroupWriter:
         self.submit(data, done)
         with self._cond:
             self._flushing += 1  # the caller waits: do not linger for company
-            self._cond.notify_all()
+            self._to_stage.notify()
         try:
             finished.wait()
         finally:
@@ -137,7 +142,7 @@ class GroupWriter:
         """Wait until everything submitted is committed or refused; raise the writer's error, if any."""
         with self._cond:
             self._flushing += 1
-            self._cond.notify_all()
+            self._to_stage.notify()
             try:
                 while self._unfinished:
                     self._cond.wait()
@@ -153,7 +158,7 @@ class GroupWriter:
         finally:
             with self._cond:
                 self._closed = True
-                self._cond.notify_all()
+                self._notify_everyone()
             for thread in self._threads:
                 thread.join()
 
@@ -194,16 +199,16 @@ class GroupWriter:
             while batch is not None and len(self._batches) >= BATCHES_WAITING_MAX:
                 self._cond.wait()
             self._batches.append(batch)
-            self._cond.notify_all()
+            self._to_publish.notify()
 
     def _run_publisher(self) -> None:
         """The publisher: durability, renames and the index transaction of each closed batch, in order."""
         while True:
             with self._cond:
                 while not self._batches:
-                    self._cond.wait()
+                    self._to_publish.wait()
                 batch = self._batches.popleft()
-                self._cond.notify_all()
+                self._cond.notify_all()  # a stager waiting for batch room
             if batch is None:
                 return
             self._publish(batch)
@@ -220,12 +225,12 @@ class GroupWriter:
                     left = oldest + self.linger_s - time.monotonic()
                     if left <= 0:
                         return None
-                    self._cond.wait(left)
+                    self._to_stage.wait(left)
                 else:
-                    self._cond.wait()
+                    self._to_stage.wait()
             item = self._queue.popleft()
             self._queued_bytes -= len(item.data or b"")
-            self._cond.notify_all()
+            self._cond.notify_all()  # a submitter waiting for queue room (rare; free when nobody waits)
             return item
 
     def _stage(self, item: _Pending) -> bool:
@@ -260,21 +265,37 @@ class GroupWriter:
             self._finish(batch, None, exc)
             return
         for item, result in zip(batch, results, strict=True):
-            self._finish([item], result, None)
+            self._call_back(item, result, None)
+        self._finished(len(batch))
 
     def _fail(self, exc: BaseException) -> None:
         with self._cond:
             if self.error is None:
                 self.error = exc
-            self._cond.notify_all()
+            self._notify_everyone()
+
+    def _notify_everyone(self) -> None:
+        """Wake every waiting thread (caller holds the lock): the writer failed or closed."""
+        self._cond.notify_all()
+        self._to_stage.notify_all()
+        self._to_publish.notify_all()
 
     def _finish(self, items: list[_Pending], result: StoreResult | None, error: BaseException | None) -> None:
         for item in items:
-            if item.done is not None:
-                try:
-                    item.done(result, error)
-                except Exception:  # a bug in the caller's callback must not stop the writer
-                    log.exception("a store callback failed")
+            self._call_back(item, result, error)
+        self._finished(len(items))
+
+    @staticmethod
+    def _call_back(item: _Pending, result: StoreResult | None, error: BaseException | None) -> None:
+        if item.done is not None:
+            try:
+                item.done(result, error)
+            except Exception:  # a bug in the caller's callback must not stop the writer
+                log.exception("a store callback failed")
+
+    def _finished(self, count: int) -> None:
+        """`count` instances are committed or refused: wake who waits for room or for a flush (one wake-up per
+        batch, not per instance)."""
         with self._cond:
-            self._unfinished -= len(items)
+            self._unfinished -= count
             self._cond.notify_all()
