@@ -222,3 +222,57 @@ def test_switch_events_name_both_nodes() -> None:
 def test_policy_validation(kwargs) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)
+
+
+def test_reachable_sends_the_next_attempt_where_something_answers() -> None:
+    fake, events = FakeTime(), []
+    tried: list[str] = []
+    probes: list[tuple[int, float]] = []
+
+    def op(attempt):
+        tried.append(attempt.node)
+        if len(tried) == 1:
+            raise NodeUnreachableError("vip refused")
+        return "ok"
+
+    def reachable(prefer_from: int, wait_s: float) -> int | None:
+        probes.append((prefer_from, wait_s))
+        fake.now += 3  # the prober waited 3 s for an address to answer
+        return 2
+
+    assert run(op, RetryPolicy(budget_s=60), fake, events, reachable=reachable) == "ok"
+    assert tried == ["vip", "b"]  # not "a": it did not answer the probe
+    assert probes == [(1, 60)]
+    assert fake.slept == []  # no backoff after "unreachable": the prober paced the wait
+    resumed = [e for e in events if isinstance(e, Resumed)]
+    assert resumed and resumed[0].node == "b" and resumed[0].outage_s == pytest.approx(3)
+
+
+def test_reachable_finding_nothing_gives_up_with_the_last_error() -> None:
+    fake, events = FakeTime(), []
+
+    def op(attempt):
+        raise NodeUnreachableError("refused")
+
+    def reachable(prefer_from: int, wait_s: float) -> int | None:
+        fake.now += wait_s
+        return None
+
+    with pytest.raises(NodeUnreachableError, match="Gave up the C-GET after 1 attempt"):
+        run(op, RetryPolicy(budget_s=30), fake, events, reachable=reachable)
+    assert isinstance(events[-1], GaveUp)
+
+
+def test_reachable_keeps_the_backoff_for_nodes_that_answer_and_fail() -> None:
+    fake, events = FakeTime(), []
+    count = [0]
+
+    def op(attempt):
+        count[0] += 1
+        if count[0] <= 2:
+            raise PacsTimeoutError("silent after the association")
+        return "ok"
+
+    policy = RetryPolicy(budget_s=100, backoff_initial_s=1, jitter=0)
+    assert run(op, policy, fake, events, candidates=("vip",), reachable=lambda p, w: 0) == "ok"
+    assert fake.slept == [1, 2]

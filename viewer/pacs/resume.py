@@ -39,6 +39,7 @@ from viewer.pacs.cluster import ClusterProfile
 from viewer.pacs.dicomweb import DicomWebClient
 from viewer.pacs.dimse import DEFAULT_ASSOCIATIONS, DimseClient, store_succeeded
 from viewer.pacs.node import FIND_RESULTS_MAX, Node, Progress, RetrieveResult, Sink
+from viewer.pacs.reach import first_accepting, url_address
 from viewer.pacs.retry import (
     Attempt,
     AttemptFailed,
@@ -185,8 +186,18 @@ class ResilientClient:
              cancel: threading.Event | None, on_event: OnEvent | None = None) -> Any:
         if not candidates:
             raise PacsError(f"The cluster '{self.profile.name}' has no address for {operation}.")
+        web = operation in ("WADO-RS", "QIDO-RS")
+        addresses = [url_address(n.dicomweb_url) if web and n.dicomweb_url else (n.host, n.port)
+                     for n in candidates]
+        connect_s = min(n.timeouts.connect_s for n in candidates)
+
+        def reachable(prefer_from: int, wait_s: float) -> int | None:
+            return first_accepting(addresses, connect_s=connect_s, wait_s=wait_s, prefer_from=prefer_from,
+                                   cancel=cancel)
+
         return run_with_retry(op, self.profile.retry, candidates=candidates, describe=lambda n: n.name,
-                              operation=operation, on_event=on_event or self.on_event, cancel=cancel)
+                              operation=operation, on_event=on_event or self.on_event, cancel=cancel,
+                              reachable=reachable)
 
     # -- echo and queries ----------------------------------------------------------------------------------
 

@@ -303,11 +303,19 @@ def run_with_retry(
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Any] | None = None,
     rng: random.Random | None = None,
+    reachable: Callable[[int, float], int | None] | None = None,
 ) -> R:
     """Run ``op(attempt)`` until it returns, a permanent error occurs, the budget or the attempts run out, or
     `cancel` is set.  Permanent errors and cancellation propagate as they are; when the budget runs out the
     last error propagates with a sentence saying how long we tried.  `clock`/`sleep` let unit tests drive
-    time; by default waits are cut short by `cancel`."""
+    time; by default waits are cut short by `cancel`.
+
+    `reachable(prefer_from, wait_s)`, when given, says which candidate accepts connections now (the index, the
+    first at or after `prefer_from` among those answering at once; None when none did within `wait_s`):
+    after a failure the next attempt goes to a candidate that answers, as soon as one does, instead of
+    walking the list with a connect timeout per dead address (:func:`viewer.pacs.reach.first_accepting`).
+    Waiting for an address to answer costs the PACS nothing, so after an "unreachable" failure there is no
+    backoff; attempts that reached a node and failed there still back off after each full cycle."""
     if not candidates:
         raise ValueError("run_with_retry needs at least one candidate")
     loop: _Loop[N] = _Loop(candidates, describe, operation, on_event, clock)
@@ -344,6 +352,8 @@ def run_with_retry(
             if next_index == 0:
                 cycles += 1
                 delay = policy.backoff_s(cycles, rng)
+            if reachable is not None and verdict.kind == "unreachable":
+                delay = 0.0  # the prober paces the wait for an address that answers
             out_of_budget = elapsed + delay > policy.budget_s or failures >= policy.attempts_max
             _emit(on_event, AttemptFailed(operation, node_name, time.time(), number, verdict.kind, verdict.reason,
                                           True, None if out_of_budget else delay))
@@ -352,6 +362,17 @@ def run_with_retry(
                 raise _gave_up(exc, operation, failures, elapsed) from exc
             if delay:
                 wait(delay)
+            if reachable is not None:
+                if cancel is not None and cancel.is_set():
+                    raise OperationCancelled(f"The {operation} was cancelled.") from exc
+                found = reachable(next_index, max(0.0, policy.budget_s - (clock() - loop.outage_started)))
+                if cancel is not None and cancel.is_set():
+                    raise OperationCancelled(f"The {operation} was cancelled.") from exc
+                if found is None:  # nothing answered for the rest of the budget
+                    elapsed = clock() - loop.outage_started
+                    _emit(on_event, GaveUp(operation, node_name, time.time(), failures, elapsed, verdict.reason))
+                    raise _gave_up(exc, operation, failures, elapsed) from exc
+                next_index = found
             if next_index != index:
                 _emit(on_event, SwitchedNode(operation, describe(candidates[next_index]), time.time(), node_name))
             index = next_index
