@@ -120,6 +120,17 @@ STORE_QUEUE_BYTES_MAX = 256 << 20  # instances waiting for a store worker (back-
 DEFAULT_STORE_WORKERS = 0
 STORE_WORKERS_MAX = 4
 UNEXPECTED_UIDS_MAX = 1000  # unrequested instances remembered for the report
+# TCP keepalive while we wait for the peer: a probe after KEEPALIVE_IDLE_S of silence, then every
+# KEEPALIVE_INTERVAL_S, the connection declared dead after KEEPALIVE_PROBES unanswered ones.  The peer's kernel
+# answers them, so a slow but living PACS is never cut; a host behind a cut link is noticed in about 4 s, and
+# after a takeover the first probe reaches the node that now holds the virtual IP, which resets the connection
+# at once (it has never heard of it).  Without it a receiving client sends nothing and waits out `dimse_s`.
+KEEPALIVE_IDLE_S = 1
+KEEPALIVE_INTERVAL_S = 1
+KEEPALIVE_PROBES = 3
+# The same bound while data we sent waits for its ACK (TCP_USER_TIMEOUT): when the link broke under a C-STORE-RSP
+# of ours, TCP retransmits with exponential backoff instead of probing, and would notice only after 6 s or more.
+UNACKED_MAX_S = 4
 
 _REJECT_REASONS = {  # PS3.8 9.3.4 (Result Source, Reason/Diag.); (1, 3) and (1, 7) are worded in full below
     (1, 2): "the application context name is not supported",
@@ -385,8 +396,10 @@ class _Reader:
         while self.end - self.start < need:
             try:
                 got = self.sock.recv_into(self.view[self.end:])
-            except TimeoutError:
-                self._idle()
+            except TimeoutError as exc:
+                if exc.errno is not None:  # ETIMEDOUT from the kernel: keepalive found the peer gone
+                    raise ConnectionResetError("the peer stopped answering TCP keepalive probes") from exc
+                self._idle()  # our own POLL_S receive timeout
                 continue
             if got == 0:
                 raise ConnectionResetError("the peer closed the connection")
@@ -516,6 +529,7 @@ class _Association:
             raise NodeUnreachableError(f"The PACS at {node.address} cannot be reached ({exc.strerror or exc}).") from exc
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our responses are small; never delay them
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
+        set_keepalive(sock)
         sock.settimeout(POLL_S)
         return sock
 
@@ -888,8 +902,13 @@ class FastGetClient:
     def _get_one(self, assoc: _Association,
                  identifier: Dataset) -> tuple[dict[int, int | str], Dataset | None]:
         node = self.node
-        nothing_yet = assoc.outcome.received == 0
-        hint = f" (it may not allow C-GET from our AE title '{node.calling_ae}')" if nothing_yet else ""
+        received_before = assoc.outcome.received
+
+        def hint() -> str:  # an abort before the first instance is how Orthanc refuses C-GET from unknown callers
+            if assoc.outcome.received > received_before:
+                return ""
+            return f" (it may not allow C-GET from our AE title '{node.calling_ae}')"
+
         try:
             return assoc.run_get(identifier)
         except _IdleTimeout:
@@ -900,13 +919,17 @@ class FastGetClient:
                                    f"time limit.") from None
         except ConnectionAbortedError as exc:
             raise AssociationAbortedError(
-                f"The PACS {node.describe()} aborted the association during the C-GET{hint}.") from exc
+                f"The PACS {node.describe()} aborted the association during the C-GET{hint()}.") from exc
         except ProtocolError as exc:
             raise AssociationAbortedError(
                 f"The PACS {node.describe()} broke the DICOM protocol during the C-GET: {exc}.") from exc
         except OSError as exc:
+            if isinstance(exc.__cause__, TimeoutError):  # keepalive or unacknowledged data: the peer is gone
+                raise AssociationAbortedError(
+                    f"The PACS {node.describe()} stopped answering at the network level during the C-GET "
+                    f"(the server or the network to it is down).") from exc
             raise AssociationAbortedError(
-                f"The PACS {node.describe()} closed the connection during the C-GET{hint}.") from exc
+                f"The PACS {node.describe()} closed the connection during the C-GET{hint()}.") from exc
 
     def _final(self, assoc: _Association, identifier: Dataset, command: dict[int, int | str],
                response_identifier: Dataset | None, received_before: int) -> None:
@@ -967,3 +990,14 @@ def _result(outcomes: list[_Outcome], shared: _Shared, seconds: float) -> Retrie
         sop_instance_uids=tuple(shared.uids),
         failed_sop_instance_uids=tuple(u for o in outcomes for u in o.failed_uids) + tuple(shared.refused_uids),
     )
+
+
+def set_keepalive(sock: socket.socket) -> None:
+    """Fast TCP keepalive and a bound on unacknowledged data (see KEEPALIVE_IDLE_S, UNACKED_MAX_S); where the
+    platform lacks the per-socket knobs, plain keepalive."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in (("TCP_KEEPIDLE", KEEPALIVE_IDLE_S), ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL_S),
+                        ("TCP_KEEPCNT", KEEPALIVE_PROBES), ("TCP_USER_TIMEOUT", UNACKED_MAX_S * 1000)):
+        option = getattr(socket, name, None)
+        if option is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, option, value)
