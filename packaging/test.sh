@@ -4,14 +4,17 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/deps.sh"
 # Real peers and a virtual screen: Orthanc (+ DICOMweb plugin) and DCMTK, Xvfb for pytest-qt; Heartbeat, iptables,
-# arptables and curl for the two-node cluster in network namespaces (tests/failover).
+# arptables and curl for the two-node cluster in network namespaces (tests/failover); qemu, debootstrap and ssh for
+# the cluster-in-VMs lab (tests/lab: it builds its guest image from Debian's mirror and caches it outside the
+# repository, in ~/.cache/mifas-lab).
 apt_ensure python3-venv orthanc orthanc-dicomweb dcmtk xvfb xauth libgl1-mesa-dri heartbeat iptables arptables curl \
-  "${QT_RUNTIME_PACKAGES[@]}"
+  qemu-system-x86 qemu-utils debootstrap openssh-client e2fsprogs procps "${QT_RUNTIME_PACKAGES[@]}"
 venv_ensure "[test]"
 cd "$MIFAS_ROOT"
+lab_ensure
 # DCMTK-based processes (Orthanc, getscu, dcmqrscp) leave Nagle's algorithm on without this: 40 ms per instance.
 export TCP_NODELAY=1
 say "ruff check"
-"$MIFAS_VENV/bin/ruff" check viewer tests benchmarks
+"$MIFAS_VENV/bin/ruff" check viewer tests benchmarks packaging/lab
 say "pytest"
 exec "$MIFAS_VENV/bin/python" -m pytest "$@"

@@ -47,3 +47,8 @@ venv_ensure() {
     touch "$stamp"
   fi
 }
+
+# lab_ensure : mifas-lab (packaging/lab) on the virtualenv's PATH beside mifas-viewer and mifas-pacs.
+lab_ensure() {
+  ln -sfn "$MIFAS_ROOT/packaging/lab/mifas-lab" "$MIFAS_VENV/bin/mifas-lab"
+}

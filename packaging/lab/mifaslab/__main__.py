@@ -1,0 +1,3 @@
+from mifaslab.cli import main
+
+raise SystemExit(main())

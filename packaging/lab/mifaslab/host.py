@@ -1,0 +1,82 @@
+"""Host-side plumbing: bounded commands, the lab's network namespace and its bridges and taps, missing tools.
+
+The namespace helpers are the cluster lab's (viewer.pacs.clusterlab.host); this module adds what the VM lab
+needs on top and turns every failure into a :class:`LabError` whose message a person can act on.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from mifaslab import config
+from viewer.pacs.clusterlab.host import kill_namespace, netns_list, netns_pids, process_alive
+
+__all__ = ["LabError", "kill_namespace", "missing_tools", "netns_exists", "netns_list", "netns_pids",
+           "process_alive", "run", "setup_network", "tail", "taps_left"]
+
+
+class LabError(Exception):
+    """What went wrong, in words; the CLI prints it as one paragraph and exits 1."""
+
+
+def run(argv: list[str], *, timeout_s: float = 30.0, check: bool = True,
+        input_text: str | None = None) -> subprocess.CompletedProcess[str]:
+    try:
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, input=input_text,
+                                stdin=None if input_text is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        raise LabError(f"'{shlex.join(argv)}' did not finish within {timeout_s:g} s.") from None
+    except OSError as exc:
+        raise LabError(f"cannot run '{argv[0]}': {exc.strerror}.") from None
+    if check and result.returncode != 0:
+        raise LabError(f"'{shlex.join(argv)}' failed (status {result.returncode}): "
+                       f"{(result.stderr or result.stdout).strip()}")
+    return result
+
+
+def missing_tools(tools: dict[str, str]) -> list[str]:
+    """'TOOL (apt-get install PACKAGE)' for each tool not on PATH."""
+    return [f"{tool} is missing (apt-get install -y {package})" for tool, package in tools.items()
+            if shutil.which(tool) is None]
+
+
+def tail(path: Path, lines: int = config.CONSOLE_TAIL_LINES, *, header: str | None = None) -> str:
+    """The last lines of a log under a header ('' when it is empty or missing), for error messages."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:]
+    except OSError:
+        return ""
+    return f"\n--- last lines of {header or path} ---\n" + "\n".join(text) if text else ""
+
+
+def netns_exists() -> bool:
+    return config.NAMESPACE in netns_list()
+
+
+def setup_network() -> None:
+    """The lab's namespace: loopback, the client bridge with the host side's address, the replication bridge,
+    and one tap per VM interface on the right bridge."""
+    ns = config.NAMESPACE
+    run(["ip", "netns", "add", ns])
+    ip = ["ip", "-n", ns]
+    run([*ip, "link", "set", "lo", "up"])
+    for bridge in (config.CLIENT_BRIDGE, config.REPLICATION_BRIDGE):
+        run([*ip, "link", "add", bridge, "type", "bridge", "stp_state", "0", "forward_delay", "0"])
+        run([*ip, "link", "set", bridge, "up"])
+    run([*ip, "addr", "add", f"{config.CLIENT_IP}/{config.CLIENT_PREFIX}", "dev", config.CLIENT_BRIDGE])
+    for node in config.NODES.values():
+        for tap, bridge in zip(node.taps, (config.CLIENT_BRIDGE, config.REPLICATION_BRIDGE), strict=True):
+            run([*ip, "tuntap", "add", tap, "mode", "tap"])
+            run([*ip, "link", "set", tap, "master", bridge])
+            run([*ip, "link", "set", tap, "up"])
+
+
+def taps_left() -> list[str]:
+    """The lab's tap devices still present on the host (they should only ever exist inside its namespace)."""
+    names = {tap for node in config.NODES.values() for tap in node.taps}
+    result = run(["ip", "-o", "link", "show"], check=False)
+    return [word.rstrip(":").split("@")[0] for line in result.stdout.splitlines()
+            for word in line.split()[1:2] if word.rstrip(":").split("@")[0] in names]
