@@ -9,7 +9,8 @@ requests, sqlite3, OSError) are translated once, where they enter our code, with
     │   ├── NotDicomError             not a DICOM file at all (or empty)
     │   ├── MalformedDicomError       DICOM, but truncated, inconsistent or hostile
     │   ├── ImageTooLargeError        header claims more pixels than our limit allows
-    │   └── UnsupportedImageError     no codec / photometric interpretation we can show
+    │   ├── UnsupportedImageError     no codec / photometric interpretation we can show
+    │   └── VolumeError               a series that cannot be assembled into a 3D volume (it is still read in 2D)
     ├── LibraryError                  the local study store
     │   ├── StorageFullError          the disk is full; nothing stored was damaged
     │   └── InstanceNotFoundError     asked for an instance the library does not hold
@@ -47,6 +48,10 @@ class ImageTooLargeError(DicomError):
 
 
 class UnsupportedImageError(DicomError):
+    pass
+
+
+class VolumeError(DicomError):
     pass
 
 
