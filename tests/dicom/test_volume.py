@@ -33,11 +33,12 @@ def rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
 
 
 def stack(*, rows=64, cols=80, count=40, row_spacing=0.9, col_spacing=0.7, slice_gaps=None, tilt_mm=(0.0, 0.0),
-          turn_degrees=0.0, slope=1.0, intercept=-1024.0, origin=(-30.0, -25.0, 5.0)):
+          turn_degrees=0.0, slope=1.0, intercept=-1024.0, origin=(-30.0, -25.0, 5.0), directions=None):
     """Slices through the sphere: returns (geometries, pixels by key).  Each pixel's patient position is
     computed from its slice's own position and orientation, exactly as a scanner would record it."""
     r = rotation(np.array([1.0, 2.0, 0.5]), turn_degrees)
-    row_dir, col_dir = r @ np.array([1.0, 0, 0]), r @ np.array([0, 1.0, 0])
+    row_dir, col_dir = (np.asarray(d, dtype=float) for d in directions) if directions else (
+        r @ np.array([1.0, 0, 0]), r @ np.array([0, 1.0, 0]))
     normal = np.cross(row_dir, col_dir)
     gaps = slice_gaps if slice_gaps is not None else [1.5] * (count - 1)
     z = np.concatenate([[0.0], np.cumsum(gaps)])
