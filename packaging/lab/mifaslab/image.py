@@ -49,13 +49,24 @@ class Image:
         return json.loads((self.folder / INFO_FILE).read_text())
 
 
+# Git keeps only the executable bit, so a clone has 0644 where the author had 0600: a guest file's mode comes from
+# here (or is 0755 / 0644 by its executable bit), never from the checkout.  Heartbeat refuses an authkeys file
+# that others can read.
+GUEST_MODES = {"etc/ha.d/authkeys": 0o600}
+
+
+def guest_mode(path: Path) -> int:
+    rel = str(path.relative_to(config.GUEST_FILES))
+    return GUEST_MODES.get(rel, 0o755 if path.stat().st_mode & 0o111 else 0o644)
+
+
 def recipe() -> dict[str, object]:
     """Everything that decides the image's content (its hash names the cache folder)."""
     guest = {}
     for path in sorted(config.GUEST_FILES.rglob("*")):
         if path.is_file():
             rel = str(path.relative_to(config.GUEST_FILES))
-            guest[rel] = [hashlib.sha256(path.read_bytes()).hexdigest(), oct(path.stat().st_mode & 0o777)]
+            guest[rel] = [hashlib.sha256(path.read_bytes()).hexdigest(), oct(guest_mode(path))]
     return {"suite": config.SUITE, "base": list(config.BASE_PACKAGES), "cluster": list(config.CLUSTER_PACKAGES),
             "disabled": list(config.SERVICES_DISABLED), "size": config.IMAGE_SIZE, "guest": guest,
             "builder": hashlib.sha256(Path(__file__).read_bytes()).hexdigest()}
@@ -228,7 +239,7 @@ def _copy_tree(source: Path, target: Path) -> None:
         else:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
-            dest.chmod(path.stat().st_mode & 0o777)
+            dest.chmod(guest_mode(path))
 
 
 def _remove_tree(path: Path) -> None:
