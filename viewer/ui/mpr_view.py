@@ -1,0 +1,214 @@
+"""MPR in the GUI: three linked plane views (axial, coronal, sagittal) of one volume with a shared crosshair.
+
+Each :class:`PlaneView` paints one :class:`~viewer.dicom.mpr.PlaneImage` windowed to 8 bits, scaled to fit with
+its physical aspect (pixel spacing per axis, so a sphere is round on screen whatever the voxel shape), and the
+crosshair as two lines in the other planes' colours.  A left click or drag moves the crosshair (the other two
+planes follow), the wheel scrolls through the plane, and a right drag changes the window like the 2D viewport.
+:class:`MprPanel` owns the :class:`~viewer.dicom.mpr.Mpr` model and keeps the three views in step; slab
+thickness and mode apply to all three.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QWheelEvent
+from PySide6.QtWidgets import QHBoxLayout, QSizePolicy, QWidget
+
+from viewer.dicom.mpr import PLANES, Mpr, PlaneImage
+from viewer.dicom.pixels import Window
+from viewer.dicom.volume import Volume
+
+PLANE_COLORS = {"axial": QColor(255, 80, 80), "coronal": QColor(80, 220, 80), "sagittal": QColor(90, 150, 255)}
+WHEEL_STEP = 120
+WINDOW_DRAG_PER_PIXEL = 1.0 / 256.0
+
+
+def window_to_uint8(values: np.ndarray, window: Window) -> np.ndarray:
+    """Linear window (PS3.3 C.11.2.1.2, the plain form) of modality values to 0..255."""
+    lo = window.center - window.width / 2
+    scaled = (values.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / max(window.width, 1e-6))
+    return np.clip(scaled, 0, 255).astype(np.uint8)
+
+
+class PlaneView(QWidget):
+    """One plane.  ``clicked_at(plane, patient_point)`` when the user points somewhere; ``scroll_requested(plane,
+    steps)`` for the wheel; ``window_dragged(dx, dy)`` for a right drag."""
+
+    clicked_at = Signal(str, object)
+    scroll_requested = Signal(str, int)
+    window_dragged = Signal(float, float)
+
+    def __init__(self, plane: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.plane_name = plane
+        self.setMinimumSize(160, 160)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.setMouseTracking(False)
+        self.image: PlaneImage | None = None
+        self._pixels: np.ndarray | None = None  # kept alive: the QImage shares its buffer
+        self._qimage: QImage | None = None
+        self._drag: str | None = None
+        self._last = QPointF()
+        self._wheel_rest = 0
+
+    def set_plane(self, image: PlaneImage, window: Window) -> None:
+        self.image = image
+        self._pixels = np.ascontiguousarray(window_to_uint8(image.data, window))
+        rows, cols = self._pixels.shape
+        self._qimage = QImage(self._pixels.data, cols, rows, cols, QImage.Format.Format_Grayscale8)
+        self.update()
+
+    # -- geometry: plane pixel <-> widget --------------------------------------------------------------------
+
+    def image_rect(self) -> QRectF:
+        """Where the plane is drawn: its physical size (mm) fitted into the widget, centred."""
+        if self.image is None:
+            return QRectF()
+        rows, cols = self.image.data.shape
+        height_mm, width_mm = rows * self.image.spacing[0], cols * self.image.spacing[1]
+        scale = min(self.width() / width_mm, self.height() / height_mm)
+        w, h = width_mm * scale, height_mm * scale
+        return QRectF((self.width() - w) / 2, (self.height() - h) / 2, w, h)
+
+    def plane_to_widget(self, row: float, col: float) -> QPointF:
+        """The widget point of the centre of plane pixel (row, col)."""
+        assert self.image is not None
+        rect = self.image_rect()
+        rows, cols = self.image.data.shape
+        return QPointF(rect.left() + (col + 0.5) * rect.width() / cols, rect.top() + (row + 0.5) * rect.height() / rows)
+
+    def widget_to_plane(self, point: QPointF) -> tuple[float, float]:
+        assert self.image is not None
+        rect = self.image_rect()
+        rows, cols = self.image.data.shape
+        return ((point.y() - rect.top()) * rows / rect.height() - 0.5, (point.x() - rect.left()) * cols / rect.width() - 0.5)
+
+    # -- painting -------------------------------------------------------------------------------------------
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        p = QPainter(self)
+        try:
+            p.fillRect(self.rect(), Qt.GlobalColor.black)
+            if self._qimage is None or self.image is None:
+                return
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            p.drawImage(self.image_rect(), self._qimage)
+            centre = self.plane_to_widget(*self.image.crosshair)
+            rect = self.image_rect()
+            others = [name for name in PLANES if name != self.plane_name]
+            # a vertical line is where the plane whose normal is "screen right" cuts this one, and so on
+            vertical, horizontal = self._cutting_planes(others)
+            p.setPen(QPen(PLANE_COLORS[vertical], 1))
+            p.drawLine(QPointF(centre.x(), rect.top()), QPointF(centre.x(), rect.bottom()))
+            p.setPen(QPen(PLANE_COLORS[horizontal], 1))
+            p.drawLine(QPointF(rect.left(), centre.y()), QPointF(rect.right(), centre.y()))
+            p.setPen(QPen(PLANE_COLORS[self.plane_name], 2))
+            p.drawRect(self.rect().adjusted(1, 1, -1, -1))
+        finally:
+            p.end()
+
+    def _cutting_planes(self, others: list[str]) -> tuple[str, str]:
+        """(the plane seen as a vertical line, the one seen as a horizontal line) in this view."""
+        assert self.image is not None
+        right = np.asarray(self.image.right)
+        from viewer.dicom.mpr import SCREEN_AXES
+
+        def normal(name: str) -> np.ndarray:
+            r, d = (np.asarray(v) for v in SCREEN_AXES[name])
+            return np.cross(r, d)
+
+        a, b = others
+        return (a, b) if abs(float(np.dot(normal(a), right))) > abs(float(np.dot(normal(b), right))) else (b, a)
+
+    # -- input ----------------------------------------------------------------------------------------------
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:
+        if self.image is None:
+            return
+        if event.button() == Qt.MouseButton.LeftButton:
+            self._drag = "point"
+            self._point(event.position())
+        elif event.button() == Qt.MouseButton.RightButton:
+            self._drag = "window"
+            self._last = event.position()
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
+        if self._drag == "point":
+            self._point(event.position())
+        elif self._drag == "window":
+            delta = event.position() - self._last
+            self._last = event.position()
+            self.window_dragged.emit(delta.x(), delta.y())
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        self._drag = None
+
+    def _point(self, position: QPointF) -> None:
+        assert self.image is not None
+        row, col = self.widget_to_plane(position)
+        self.clicked_at.emit(self.plane_name, self.image.to_patient(row, col))
+
+    def wheelEvent(self, event: QWheelEvent) -> None:
+        self._wheel_rest += event.angleDelta().y()
+        steps = int(self._wheel_rest / WHEEL_STEP)
+        if steps:
+            self._wheel_rest -= steps * WHEEL_STEP
+            self.scroll_requested.emit(self.plane_name, -steps)
+
+
+class MprPanel(QWidget):
+    """Three linked plane views of one volume (see the module docstring)."""
+
+    crosshair_changed = Signal(object)  # patient point, after every move
+
+    def __init__(self, volume: Volume, parent: QWidget | None = None, *, window: Window | None = None) -> None:
+        super().__init__(parent)
+        self.mpr = Mpr(volume)
+        self.views = {name: PlaneView(name, self) for name in PLANES}
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        for view in self.views.values():
+            layout.addWidget(view)
+            view.clicked_at.connect(self._clicked)
+            view.scroll_requested.connect(self._scroll)
+            view.window_dragged.connect(self._drag_window)
+        self.window = window or self._default_window(volume)
+        self.slab_mm, self.slab_mode = 0.0, "mip"
+        self.refresh()
+
+    @staticmethod
+    def _default_window(volume: Volume) -> Window:
+        lo, hi = np.percentile(volume.data[:: max(1, volume.data.shape[0] // 16)], [1, 99])
+        return Window(float(lo + hi) / 2, float(max(hi - lo, 1.0)))
+
+    def refresh(self) -> None:
+        for name, view in self.views.items():
+            view.set_plane(self.mpr.plane(name, slab_mm=self.slab_mm, mode=self.slab_mode), self.window)
+
+    def set_crosshair(self, point) -> None:
+        self.mpr.set_crosshair(point)
+        self.refresh()
+        self.crosshair_changed.emit(self.mpr.crosshair)
+
+    def set_window(self, window: Window) -> None:
+        self.window = window
+        self.refresh()
+
+    def set_slab(self, slab_mm: float, mode: str = "mip") -> None:
+        self.slab_mm, self.slab_mode = float(slab_mm), mode
+        self.refresh()
+
+    def _clicked(self, plane: str, point) -> None:
+        self.set_crosshair(point)
+
+    def _scroll(self, plane: str, steps: int) -> None:
+        self.mpr.scroll(plane, steps)
+        self.refresh()
+        self.crosshair_changed.emit(self.mpr.crosshair)
+
+    def _drag_window(self, dx: float, dy: float) -> None:
+        step = max(self.window.width, 1e-3) * WINDOW_DRAG_PER_PIXEL
+        self.set_window(Window(self.window.center + dy * step, max(self.window.width + dx * step, 1e-3)))
