@@ -40,6 +40,8 @@ SETTINGS_VERSION = 1
 SETTINGS_BYTES_MAX = 1 << 20  # a settings file larger than this is not ours
 NODES_MAX = 1000
 VIAS = ("get", "move", "wado")
+VOLUME_MEMORY_MIB_DEFAULT = 2048
+VOLUME_MEMORY_MIB_RANGE = (64, 65536)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Settings:
     default_via: str = "get"  # "get", "move" or "wado"
     calling_ae: str = DEFAULT_CALLING_AE
     storage_port: int = DEFAULT_STORAGE_PORT  # our Storage SCP for C-MOVE
+    volume_memory_mib: int = VOLUME_MEMORY_MIB_DEFAULT  # the cap for one 3D volume (larger ones are downsampled)
     warnings: tuple[str, ...] = field(default=(), compare=False)  # what could not be read; never saved
 
     def node(self, name: str) -> Node | None:
@@ -79,6 +82,7 @@ def settings_to_json(settings: Settings) -> dict[str, Any]:
         "default_via": settings.default_via,
         "calling_ae": settings.calling_ae,
         "storage_port": settings.storage_port,
+        "volume_memory_mib": settings.volume_memory_mib,
     }
 
 
@@ -111,6 +115,12 @@ def settings_from_json(data: Any, where: str = "the settings") -> Settings:
             raise ValueError("not a folder path")
         return value
 
+    def check_mib(value: Any) -> int:
+        lo, hi = VOLUME_MEMORY_MIB_RANGE
+        if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+            raise ValueError(f"not a whole number of MiB between {lo} and {hi}")
+        return value
+
     nodes: list[Node] = []
     raw_nodes = data.get("nodes", [])
     if not isinstance(raw_nodes, list):
@@ -135,6 +145,7 @@ def settings_from_json(data: Any, where: str = "the settings") -> Settings:
         default_via=pick("default_via", check_via, defaults.default_via),
         calling_ae=pick("calling_ae", lambda v: validate_ae_title(v, "calling AE title"), defaults.calling_ae),
         storage_port=pick("storage_port", validate_port, defaults.storage_port),
+        volume_memory_mib=pick("volume_memory_mib", check_mib, defaults.volume_memory_mib),
         warnings=tuple(warnings),
     )
 

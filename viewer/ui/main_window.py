@@ -27,15 +27,18 @@ from PySide6.QtWidgets import (
 
 import viewer
 from viewer.dicom.pixels import PRESETS
+from viewer.dicom.volume import assemble
 from viewer.errors import MifasError, OperationCancelled
 from viewer.library import ImportSummary, Library, import_paths
 from viewer.pacs.cluster import SYSTEM_PROFILE_DIR
+from viewer.settings import VOLUME_MEMORY_MIB_DEFAULT
 from viewer.ui import viewport_model as vm
 from viewer.ui.banner import BannerController, FailoverBanner
 from viewer.ui.browser import Browser
 from viewer.ui.cluster_service import HEALTH_INTERVAL_S, ClusterService, JobOutcome
 from viewer.ui.health_dock import HealthPanel
 from viewer.ui.import_summary import ImportSummaryDialog
+from viewer.ui.reading3d import Reading3DWindow
 from viewer.ui.series_source import first_series_uid, open_series
 from viewer.ui.tag_browser import TagBrowser
 from viewer.ui.viewport import Viewport
@@ -70,6 +73,7 @@ class MainWindow(QMainWindow):
     series_opened = Signal(str)  # series UID now in the viewport
     load_failed = Signal(str)  # a load asked for (import, demo, open) failed: the reason in words
     import_finished = Signal(object)  # ImportSummary
+    volume_opened = Signal(object)  # the Reading3DWindow just shown
 
     def __init__(self, library: Library, settings=None, parent: QWidget | None = None, *,
                  settings_path: Path | None = None, cluster_profiles_path: Path | None = None,
@@ -135,6 +139,7 @@ class MainWindow(QMainWindow):
         self.last_import_summary: ImportSummary | None = None
         self.message_box: QMessageBox | None = None
         self.current_series_uid: str | None = None
+        self.reading_windows: list[Reading3DWindow] = []
         self._build_actions()
         self._build_menus()
         self._build_toolbar()
@@ -189,6 +194,8 @@ class MainWindow(QMainWindow):
         self.fit_action = self._action("Fit", m.fit, tip="Zoom to fit (F)")
         self.cine_action = self._action("Cine", lambda checked: (m.set_playing(checked), self._sync_actions()),
                                         checkable=True, tip="Play the series (Space)")
+        self.open_3d_action = self._action("3D / MPR", self.open_3d, "Ctrl+3",
+                                           tip="Open the series in MPR and volume rendering")
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -200,6 +207,8 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
         view_menu = self.menuBar().addMenu("&View")
+        view_menu.addAction(self.open_3d_action)
+        view_menu.addSeparator()
         view_menu.addAction(self.tags_action)
         view_menu.addAction(self.overlays_action)
         view_menu.addAction(self.browser_dock.toggleViewAction())
@@ -228,6 +237,8 @@ class MainWindow(QMainWindow):
         self.fps_box.setToolTip("Cine speed")
         self.fps_box.valueChanged.connect(self.viewport.model.set_cine_fps)
         bar.addWidget(self.fps_box)
+        bar.addSeparator()
+        bar.addAction(self.open_3d_action)
 
     # -- model -> window -----------------------------------------------------------------------------------
 
@@ -559,6 +570,39 @@ class MainWindow(QMainWindow):
 
     # -- shutdown ------------------------------------------------------------------------------------------
 
+    # -- 3D ------------------------------------------------------------------------------------------------
+
+    def open_3d(self) -> TaskHandle | None:
+        """Build the open series' volume in a worker (progress, Cancel, the memory cap of the settings) and show
+        it in a 3D reading window.  A series that cannot be a volume says why; the 2D view is untouched."""
+        series = self.viewport.model.series
+        if series is None or self.current_series_uid is None:
+            self.show_error("No series open", "Open a series first, then choose 3D / MPR.")
+            return None
+        if self.busy:
+            self.statusBar().showMessage("Busy: wait for the current operation or cancel it.", 5000)
+            return None
+        cap_mib = getattr(self.settings, "volume_memory_mib", None) or VOLUME_MEMORY_MIB_DEFAULT
+        record = self.library.series_record(self.current_series_uid)
+        title = record.series_description if record and record.series_description else self.current_series_uid
+
+        def work(progress, cancel):
+            return assemble(series, bytes_max=cap_mib << 20, cancel=cancel, progress=progress)
+
+        def done(volume) -> None:
+            window = Reading3DWindow(volume, title)
+            self.reading_windows.append(window)
+            window.destroyed.connect(lambda *_: self.reading_windows.remove(window)
+                                     if window in self.reading_windows else None)
+            window.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+            window.show()
+            if volume.warnings:
+                self.statusBar().showMessage(" ".join(volume.warnings), 10000)
+            self.volume_opened.emit(window)
+
+        self._start_job(work, done, "Building the volume…", "volume")
+        return self._job
+
     def closeEvent(self, event: QCloseEvent) -> None:
         self.shutdown()
         super().closeEvent(event)
@@ -566,6 +610,8 @@ class MainWindow(QMainWindow):
     def shutdown(self) -> None:
         """Cancel every worker (bounded waits); the library stays open (the caller owns it)."""
         self._jobs.shutdown()
+        for window in list(self.reading_windows):
+            window.close()
         self._series_refresh.stop()
         self.clusters.shutdown()
         self.viewport.shutdown()
