@@ -146,6 +146,8 @@ class MainWindow(QMainWindow):
         self.viewport.model.changed.connect(self._on_model_changed)
         self.viewport.load_progress.connect(self._on_load_progress)
         self.viewport.message_changed.connect(self._on_viewport_message)
+        self.viewport.tool_changed.connect(
+            lambda tool: [a.setChecked(name == tool) for name, a in self.tool_actions.items()])
         self.statusBar().showMessage("Ready")
         self._configure_pacs()
         if resume_jobs:
@@ -196,6 +198,15 @@ class MainWindow(QMainWindow):
                                         checkable=True, tip="Play the series (Space)")
         self.open_3d_action = self._action("3D / MPR", self.open_3d, "Ctrl+3",
                                            tip="Open the series in MPR and volume rendering")
+        labels = {"distance": "Distance", "angle": "Angle", "rectangle": "Rectangle ROI", "ellipse": "Ellipse ROI",
+                  "probe": "Probe"}
+        self.tool_actions = {tool: self._action(label, lambda checked, t=tool: self._choose_tool(t, checked),
+                                                checkable=True, tip=f"Measure: {label.lower()} (Esc: back to navigating)")
+                             for tool, label in labels.items()}
+        self.clear_measurements_action = self._action("Clear measurements", self.viewport.clear_measurements,
+                                                      tip="Remove the measurements of this slice (Delete)")
+        self.export_view_action = self._action("Export view…", self.export_view, "Ctrl+E",
+                                               tip="Save the view as a PNG image")
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -209,6 +220,12 @@ class MainWindow(QMainWindow):
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self.open_3d_action)
         view_menu.addSeparator()
+        measure_menu = self.menuBar().addMenu("&Measure")
+        for action in self.tool_actions.values():
+            measure_menu.addAction(action)
+        measure_menu.addSeparator()
+        measure_menu.addAction(self.clear_measurements_action)
+        file_menu.insertAction(self.settings_action, self.export_view_action)
         view_menu.addAction(self.tags_action)
         view_menu.addAction(self.overlays_action)
         view_menu.addAction(self.browser_dock.toggleViewAction())
@@ -237,6 +254,9 @@ class MainWindow(QMainWindow):
         self.fps_box.setToolTip("Cine speed")
         self.fps_box.valueChanged.connect(self.viewport.model.set_cine_fps)
         bar.addWidget(self.fps_box)
+        bar.addSeparator()
+        for action in self.tool_actions.values():
+            bar.addAction(action)
         bar.addSeparator()
         bar.addAction(self.open_3d_action)
 
@@ -569,6 +589,18 @@ class MainWindow(QMainWindow):
         self._configure_pacs()
 
     # -- shutdown ------------------------------------------------------------------------------------------
+
+    # -- measurements -------------------------------------------------------------------------------------
+
+    def _choose_tool(self, tool: str, checked: bool) -> None:
+        self.viewport.set_tool(tool if checked else None)
+        for name, action in self.tool_actions.items():
+            action.setChecked(name == tool and checked)
+
+    def export_view(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Export the view", "view.png", "PNG image (*.png)")
+        if path and not self.viewport.export_png(path):
+            self.show_error("Export failed", f"The view could not be written to {path}.")
 
     # -- 3D ------------------------------------------------------------------------------------------------
 

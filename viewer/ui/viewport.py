@@ -12,6 +12,12 @@ the physical aspect from Pixel Spacing).  A pure view change (zoom, pan, overlay
 Mouse: left drag = window/level, right drag = zoom, middle drag or Shift+left drag = pan, wheel = slices
 (Ctrl+wheel = zoom).  Keys: Up/Down, PageUp/PageDown, Home/End = slices; I = invert; R = reset; F = fit;
 Space = cine; 1-4 = CT lung, bone, brain, abdomen presets.
+
+Measurements (:meth:`Viewport.set_tool`): with a tool chosen, left drag draws a distance, a rectangle or an
+ellipse ROI; an angle is a drag (vertex to the first arm) and a click (the second arm); the probe is a click.
+Each is kept for the session on its frame (:mod:`viewer.ui.annotations`) and labelled in mm, degrees or
+modality units (HU for CT: mean, SD, min, max, area).  Escape goes back to navigating; Delete clears the
+measurements of the slice on screen.  :meth:`Viewport.export_png` saves the view as seen.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from PySide6.QtGui import (
     QMouseEvent,
     QPainter,
     QPaintEvent,
+    QPen,
     QTransform,
     QWheelEvent,
 )
@@ -41,6 +48,7 @@ from viewer.dicom.pixels import PRESETS, Window, render_color
 from viewer.dicom.series import SeriesImages, priority_order
 from viewer.errors import MifasError
 from viewer.ui import viewport_model as vm
+from viewer.ui.annotations import POINTS_NEEDED, TOOLS, Annotation, AnnotationStore, measure_text
 from viewer.ui.viewport_model import Changed, ViewportModel
 from viewer.ui.workers import TaskRunner, describe_error
 
@@ -56,6 +64,7 @@ PRESET_KEYS = {Qt.Key.Key_1: "CT lung", Qt.Key.Key_2: "CT bone", Qt.Key.Key_3: "
 OVERLAY_TEXT_COLOR = QColor(230, 230, 230)
 OVERLAY_SHADOW_COLOR = QColor(0, 0, 0)
 OVERLAY_MARGIN_PX = 6
+MEASURE_COLOR = QColor(255, 220, 0)
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,8 @@ class Viewport(QWidget):
     slice_painted = Signal(int)  # a decoded slice (this index) was drawn
     load_progress = Signal(int, int)  # slices decoded in the background, total
     message_changed = Signal(str)  # "" when the slice is shown, else "Loading…" or the error text
+    measured = Signal(object)  # an Annotation was just added
+    tool_changed = Signal(str)  # the measurement tool ("" = navigate)
 
     def __init__(self, parent: QWidget | None = None, *, model: ViewportModel | None = None) -> None:
         super().__init__(parent)
@@ -151,6 +162,10 @@ class Viewport(QWidget):
         self._message = NO_SERIES_TEXT
         self._painted_index = -1
         self._drag_mode: str | None = None
+        self.tool: str | None = None  # a measurement tool (annotations.TOOLS) or None: navigate
+        self.annotations = AnnotationStore()
+        self._drawing: list[tuple[float, float]] = []  # points of the measurement being drawn, image (row, col)
+        self._hover: tuple[float, float] | None = None
         self._drag_last = QPointF()
         self._drag_anchor = (0.0, 0.0)
         self._wheel_rest = 0
@@ -212,6 +227,79 @@ class Viewport(QWidget):
     def set_overlays_visible(self, visible: bool) -> None:
         self._overlays_visible = bool(visible)
         self.update()
+
+    # -- measurements -----------------------------------------------------------------------------------------
+
+    def set_tool(self, tool: str | None) -> None:
+        """Choose a measurement tool (distance, angle, rectangle, ellipse, probe) or None to navigate."""
+        if tool is not None and tool not in TOOLS:
+            raise ValueError(f"unknown tool {tool!r}; use one of {', '.join(TOOLS)}")
+        self.tool = tool
+        self._drawing = []
+        self.setCursor(Qt.CursorShape.CrossCursor if tool else Qt.CursorShape.ArrowCursor)
+        self.update()
+        self.tool_changed.emit(tool or "")
+
+    def widget_to_image(self, point: QPointF) -> tuple[float, float] | None:
+        """Widget point -> image (row, column), pixel centres at integers; None when nothing is drawn."""
+        if self._rendered is None:
+            return None
+        inverse, ok = self.view_transform().inverted()
+        if not ok:
+            return None
+        mapped = inverse.map(point)
+        return (mapped.y() - 0.5, mapped.x() - 0.5)
+
+    def image_to_widget(self, row: float, col: float) -> QPointF:
+        return self.view_transform().map(QPointF(col + 0.5, row + 0.5))
+
+    def current_frame_key(self) -> tuple[str, int] | None:
+        series = self.model.series
+        if series is None or self.model.count == 0:
+            return None
+        ref = series.frame_ref(self.model.index)
+        return (ref.sop_instance_uid, ref.frame_index)
+
+    def modality_values(self) -> tuple[np.ndarray | None, tuple[float, float] | None, str]:
+        """The current slice in modality units, its pixel spacing (row, column) in mm, and the unit ('HU' for CT)."""
+        series = self.model.series
+        if series is None or self.model.count == 0 or not series.is_loaded(self.model.index):
+            return None, None, ""
+        info = series.info(self.model.index)
+        stored = series.stored(self.model.index)
+        if stored.ndim != 2:
+            return None, info.pixel_spacing, ""
+        values = stored.astype(np.float64) * info.rescale_slope + info.rescale_intercept
+        unit = "HU" if info.modality == "CT" and (info.rescale_type in ("", "HU")) else ""
+        return values, info.pixel_spacing, unit
+
+    def measurements(self) -> list[tuple[Annotation, str]]:
+        """The annotations of the slice on screen with their text."""
+        key = self.current_frame_key()
+        if key is None:
+            return []
+        values, spacing, unit = self.modality_values()
+        return [(a, measure_text(a, values, spacing, unit)) for _, a in self.annotations.on_frame(key)]
+
+    def add_measurement(self, kind: str, points: list[tuple[float, float]]) -> Annotation | None:
+        key = self.current_frame_key()
+        if key is None:
+            return None
+        annotation = Annotation(kind, key, tuple((float(r), float(c)) for r, c in points))
+        self.annotations.add(annotation)
+        self.update()
+        self.measured.emit(annotation)
+        return annotation
+
+    def clear_measurements(self) -> None:
+        key = self.current_frame_key()
+        if key is not None:
+            self.annotations.clear_frame(key)
+            self.update()
+
+    def export_png(self, path) -> bool:
+        """The view as the user sees it (image, overlays, measurements) into a PNG."""
+        return self.grab().save(str(path), "PNG")
 
     def overlay_lines(self) -> dict[str, tuple[str, ...]]:
         """The overlay text by corner (for tests and accessibility)."""
@@ -428,6 +516,8 @@ class Viewport(QWidget):
                 p.setFont(self._font)
                 p.drawText(QRectF(self.rect()).adjusted(20, 20, -20, -20),
                            int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self._message)
+            if drawn:
+                self._paint_measurements(p)
             if self._overlays_visible:
                 self._paint_overlays(p)
         finally:
@@ -435,6 +525,34 @@ class Viewport(QWidget):
         if drawn:
             self._painted_index = self.model.index
             self.slice_painted.emit(self._painted_index)
+
+    def _paint_measurements(self, p: QPainter) -> None:
+        p.setFont(self._font)
+        shapes = [(a.kind, a.points, text) for a, text in self.measurements()]
+        if self.tool and self._drawing:
+            partial = list(self._drawing) + ([self._hover] if self._hover is not None else [])
+            if len(partial) >= 2 or self.tool == "probe":
+                shapes.append((self.tool, tuple(partial), ""))
+        for kind, points, text in shapes:
+            widget = [self.image_to_widget(r, c) for r, c in points]
+            p.setPen(QPen(MEASURE_COLOR, 1.5))
+            p.setBrush(Qt.BrushStyle.NoBrush)
+            if kind in ("distance", "angle"):
+                p.drawPolyline(widget if kind == "distance" else [widget[1], widget[0], *widget[2:]])
+            elif kind == "rectangle" and len(widget) >= 2:
+                p.drawRect(QRectF(widget[0], widget[1]).normalized())
+            elif kind == "ellipse" and len(widget) >= 2:
+                p.drawEllipse(QRectF(widget[0], widget[1]).normalized())
+            elif kind == "probe":
+                q = widget[0]
+                p.drawLine(QPointF(q.x() - 6, q.y()), QPointF(q.x() + 6, q.y()))
+                p.drawLine(QPointF(q.x(), q.y() - 6), QPointF(q.x(), q.y() + 6))
+            if text:
+                anchor = max(widget, key=lambda q: q.x())
+                p.setPen(OVERLAY_SHADOW_COLOR)
+                p.drawText(QPointF(anchor.x() + 7, anchor.y() + 1), text)
+                p.setPen(MEASURE_COLOR)
+                p.drawText(QPointF(anchor.x() + 6, anchor.y()), text)
 
     def _paint_overlays(self, p: QPainter) -> None:
         lines = self.overlay_lines()
@@ -456,9 +574,32 @@ class Viewport(QWidget):
 
     # -- input ---------------------------------------------------------------------------------------------
 
+    def _measure_press(self, point: tuple[float, float]) -> None:
+        if not self._drawing:
+            self._drawing = [point]
+            if self.tool == "probe":
+                self._finish_measurement()
+        elif self.tool == "angle" and len(self._drawing) == 2:
+            self._drawing.append(point)
+            self._finish_measurement()
+
+    def _finish_measurement(self) -> None:
+        assert self.tool is not None
+        if len(self._drawing) == POINTS_NEEDED[self.tool]:
+            self.add_measurement(self.tool, self._drawing)
+        self._drawing, self._hover = [], None
+        self.update()
+
     def mousePressEvent(self, event: QMouseEvent) -> None:
         button = event.button()
         shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
+        if self.tool and button == Qt.MouseButton.LeftButton and not shift:
+            point = self.widget_to_image(event.position())
+            if point is not None:
+                self._drag_mode = "measure"
+                self._measure_press(point)
+            event.accept()
+            return
         if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and shift):
             self._drag_mode = "pan"
         elif button == Qt.MouseButton.LeftButton:
@@ -476,6 +617,11 @@ class Viewport(QWidget):
         if self._drag_mode is None:
             return super().mouseMoveEvent(event)
         pos = event.position()
+        if self._drag_mode == "measure":
+            self._hover = self.widget_to_image(pos)
+            self.update()
+            event.accept()
+            return
         dx, dy = pos.x() - self._drag_last.x(), pos.y() - self._drag_last.y()
         self._drag_last = pos
         if self._drag_mode == "window":
@@ -487,6 +633,12 @@ class Viewport(QWidget):
         event.accept()
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
+        if self._drag_mode == "measure" and self.tool and self._drawing:
+            point = self.widget_to_image(event.position())
+            if point is not None and len(self._drawing) == 1 and self.tool != "probe":
+                self._drawing.append(point)  # the end of the drag: second point
+                if self.tool != "angle":
+                    self._finish_measurement()  # an angle waits for its third point (a click)
         self._drag_mode = None
         event.accept()
 
@@ -522,6 +674,8 @@ class Viewport(QWidget):
             Qt.Key.Key_R: m.reset,
             Qt.Key.Key_F: m.fit,
             Qt.Key.Key_Space: m.toggle_playing,
+            Qt.Key.Key_Escape: lambda: self.set_tool(None),
+            Qt.Key.Key_Delete: self.clear_measurements,
         }
         if key in PRESET_KEYS:
             m.apply_preset(PRESET_KEYS[key])
