@@ -1,0 +1,100 @@
+"""Image-plane geometry shared by linked views (no Qt): reference lines and linked scrolling.
+
+Both need only the Image Plane module (PS3.3 C.7.6.2) and the Frame of Reference (PS3.3 C.7.4.1): two series
+can be linked only when they share a Frame of Reference UID, because only then do their patient coordinates
+mean the same point.
+
+* :func:`reference_line`: where the plane of one image cuts another image, as a segment in the second image's
+  pixel coordinates (None when the planes are parallel or the line misses the image).
+* :func:`nearest_slice`: the slice of a series closest to a patient point, along that series' own normal, for
+  linked scrolling (None when the point lies farther than half a slice beyond either end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+PARALLEL_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class ImagePlane:
+    """One image in the patient: pixel (0, 0) centre at ``position``; ``row_direction`` along increasing column,
+    ``column_direction`` along increasing row; ``spacing`` (row spacing, column spacing) in mm."""
+
+    position: tuple[float, float, float]
+    row_direction: tuple[float, float, float]
+    column_direction: tuple[float, float, float]
+    spacing: tuple[float, float]
+    rows: int
+    columns: int
+
+    @classmethod
+    def from_info(cls, info) -> ImagePlane | None:
+        """From an ImageInfo (viewer.dicom.image); None without position, orientation or spacing."""
+        if info.image_position is None or info.image_orientation is None or info.pixel_spacing is None:
+            return None
+        o = info.image_orientation
+        return cls(tuple(info.image_position), tuple(o[:3]), tuple(o[3:6]), tuple(info.pixel_spacing), info.rows,
+                   info.columns)
+
+    @property
+    def normal(self) -> np.ndarray:
+        return np.cross(self.row_direction, self.column_direction)
+
+    def to_patient(self, row: float, col: float) -> np.ndarray:
+        return (np.asarray(self.position) + np.asarray(self.row_direction) * col * self.spacing[1]
+                + np.asarray(self.column_direction) * row * self.spacing[0])
+
+    def to_pixel(self, point: Sequence[float]) -> tuple[float, float]:
+        """(row, column) of the projection of a patient point on this plane."""
+        rel = np.asarray(point, dtype=float) - np.asarray(self.position)
+        return (float(rel @ np.asarray(self.column_direction)) / self.spacing[0],
+                float(rel @ np.asarray(self.row_direction)) / self.spacing[1])
+
+
+def reference_line(source: ImagePlane, target: ImagePlane) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The segment of `target` (its (row, column) pixel coordinates, clipped to the image) where the plane of
+    `source` cuts it; None when the two planes are parallel or the cut misses the image."""
+    n_s, n_t = source.normal, target.normal
+    direction = np.cross(n_s, n_t)
+    if float(np.linalg.norm(direction)) < PARALLEL_TOLERANCE:
+        return None
+    # the points of the target image's edges (in pixels) that lie on the source plane
+    d_s = float(n_s @ np.asarray(source.position))
+    corners = [(-0.5, -0.5), (-0.5, target.columns - 0.5), (target.rows - 0.5, target.columns - 0.5),
+               (target.rows - 0.5, -0.5)]
+    hits: list[tuple[float, float]] = []
+    for (r0, c0), (r1, c1) in zip(corners, corners[1:] + corners[:1], strict=True):
+        a, b = target.to_patient(r0, c0), target.to_patient(r1, c1)
+        fa, fb = float(n_s @ a) - d_s, float(n_s @ b) - d_s
+        if fa == fb:
+            continue
+        t = fa / (fa - fb)
+        if 0.0 <= t <= 1.0:
+            point = (r0 + (r1 - r0) * t, c0 + (c1 - c0) * t)
+            if all(abs(point[0] - h[0]) > 1e-9 or abs(point[1] - h[1]) > 1e-9 for h in hits):
+                hits.append(point)
+    if len(hits) < 2:
+        return None
+    hits.sort()
+    return hits[0], hits[-1]
+
+
+def nearest_slice(slices: Sequence[ImagePlane | None], point: Sequence[float]) -> int | None:
+    """The index of the slice nearest `point` along the series' normal (slices in any order; ones without
+    geometry are skipped); None when the point lies beyond the series by more than half a slice spacing."""
+    known = [(i, s) for i, s in enumerate(slices) if s is not None]
+    if not known:
+        return None
+    normal = known[0][1].normal
+    depth = float(np.asarray(point, dtype=float) @ normal)
+    along = sorted((float(np.asarray(s.position) @ normal), i) for i, s in known)
+    positions = [a for a, _ in along]
+    half = (positions[-1] - positions[0]) / max(len(positions) - 1, 1) / 2 if len(positions) > 1 else 0.5
+    if depth < positions[0] - half or depth > positions[-1] + half:
+        return None
+    return min(along, key=lambda item: abs(item[0] - depth))[1]
