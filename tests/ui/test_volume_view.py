@@ -3,8 +3,11 @@ changes the picture, Ctrl+drag shifts the transfer function, a plain drag rotate
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
 from tests.dicom.test_volume import build, stack
 from viewer.ui.volume_view import VolumeView
@@ -17,14 +20,20 @@ def view(qtbot):
     geoms, pixels = stack(rows=64, cols=64, count=48, row_spacing=0.9, col_spacing=0.9, slice_gaps=[1.0] * 47,
                           origin=(-15.0, -35.0, 8.0))
     _, volume = build(geoms, pixels)
-    widget = VolumeView(volume)
-    qtbot.addWidget(widget)
+    widget = VolumeView(volume)  # not qtbot.addWidget: the teardown below destroys it itself
     widget.resize(320, 360)
     widget.show()
     qtbot.waitExposed(widget)
     widget.set_preset("MIP")
+    widget.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
     yield widget
-    widget.shutdown()
+    widget.close()  # as the user does: closeEvent releases the OpenGL window
+    assert widget._shut
+    # The VTK window holds its own X connection until it is destroyed: destroy it now, while the test's X server
+    # still runs (Xlib ends the process if that connection is used after the server is gone).
+    del widget
+    qtbot.wait(50)
+    gc.collect()
 
 
 def lit(frame: np.ndarray) -> float:

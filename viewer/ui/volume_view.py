@@ -123,5 +123,11 @@ class VolumeView(QWidget):
         super().closeEvent(event)
 
     def shutdown(self) -> None:
+        """Release the OpenGL window, once.  The QVTK widget is hidden first: a paint event reaching a finalized
+        render window draws on a destroyed context, which takes the X server down with it."""
+        if getattr(self, "_shut", False):
+            return
+        self._shut = True
+        self.vtk_widget.hide()
         self.scene.close()
         self.vtk_widget.Finalize()
