@@ -23,3 +23,10 @@ def pydicom_test_files() -> list[Path]:
     files = [Path(p) for p in get_testdata_files()]
     assert len(files) > 100, "pydicom's bundled test files are missing"
     return files
+
+
+@pytest.fixture(autouse=True)
+def _no_system_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test sees an empty system-wide folder, never the machine's /etc/mifas-viewer (an installed package's
+    defaults would change what the tests see).  A test that wants system defaults sets the variable itself."""
+    monkeypatch.setenv("MIFAS_SYSTEM_CONFIG_DIR", str(tmp_path_factory.getbasetemp() / "no-system-config"))

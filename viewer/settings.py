@@ -1,10 +1,18 @@
 """User settings (no Qt): the PACS nodes, the library folder and retrieval defaults, in one JSON file.
 
-Where the file lives, first match wins:
+Where the user's file lives, first match wins:
 
     the `path` argument of load_settings()/save_settings()
     $MIFAS_CONFIG_DIR/settings.json
     platformdirs.user_config_dir("mifas-viewer")/settings.json   (~/.config/mifas-viewer on Linux)
+
+Every user inherits the system-wide defaults IT puts in ``/etc/mifas-viewer/settings.json``
+(``$MIFAS_SYSTEM_CONFIG_DIR/settings.json`` when set; same format).  The system file is read first: each key it
+sets replaces the built-in default, and each key the user's file sets replaces that.  Nodes are merged by name:
+the system's nodes come first, a user's node with the same name replaces the system's, the user's other nodes
+follow.  Saving writes only what the user changed: a node identical to the system's node of that name, and a
+key whose value is the inherited one, stay out of the user's file, so that what IT changes later reaches the
+user.  (The other ``*.json`` files in that folder are cluster profiles: :mod:`viewer.pacs.cluster`.)
 
 Settings are read once, into a typed :class:`Settings`, and passed to whoever needs them.  Reading never
 fails: a missing file gives the defaults; a damaged file (or a damaged entry in it) gives the defaults for
@@ -17,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +44,10 @@ from viewer.pacs.node import (
 
 APP_NAME = "mifas-viewer"
 SETTINGS_FILE_NAME = "settings.json"
+SYSTEM_CONFIG_DIR = Path("/etc/mifas-viewer")
+SYSTEM_CONFIG_DIR_ENV = "MIFAS_SYSTEM_CONFIG_DIR"  # moves it (tests; the same for viewer.pacs.cluster)
+SYSTEM_SETTINGS_FILE_NAME = SETTINGS_FILE_NAME  # /etc/mifas-viewer/settings.json (never read as cluster profiles)
+SCALAR_KEYS = ("library_dir", "default_via", "calling_ae", "storage_port", "volume_memory_mib")
 SETTINGS_VERSION = 1
 SETTINGS_BYTES_MAX = 1 << 20  # a settings file larger than this is not ours
 NODES_MAX = 1000
@@ -53,10 +65,18 @@ class Settings:
     storage_port: int = DEFAULT_STORAGE_PORT  # our Storage SCP for C-MOVE
     volume_memory_mib: int = VOLUME_MEMORY_MIB_DEFAULT  # the cap for one 3D volume (larger ones are downsampled)
     warnings: tuple[str, ...] = field(default=(), compare=False)  # what could not be read; never saved
+    # What this user inherits (the system-wide file over the built-in defaults), as load_settings() found it;
+    # None for settings made in code, which are saved whole.
+    inherited: Settings | None = field(default=None, compare=False, repr=False)
 
     def node(self, name: str) -> Node | None:
         """The saved node called `name` (exact match), or None."""
         return next((n for n in self.nodes if n.name == name), None)
+
+    def is_system_node(self, name: str) -> bool:
+        """True when the node called `name` is the system-wide one, as IT defined it (not overridden)."""
+        ours, theirs = self.node(name), self.inherited.node(name) if self.inherited is not None else None
+        return ours is not None and ours == theirs
 
 
 def config_dir() -> Path:
@@ -68,6 +88,16 @@ def settings_path(path: Path | str | None = None) -> Path:
     return Path(path) if path is not None else config_dir() / SETTINGS_FILE_NAME
 
 
+def system_config_dir() -> Path:
+    """$MIFAS_SYSTEM_CONFIG_DIR, else /etc/mifas-viewer: where IT's defaults and cluster profiles live."""
+    override = os.environ.get(SYSTEM_CONFIG_DIR_ENV)
+    return Path(override) if override else SYSTEM_CONFIG_DIR
+
+
+def system_settings_path() -> Path:
+    return system_config_dir() / SYSTEM_SETTINGS_FILE_NAME
+
+
 def default_library_dir() -> Path:
     """$MIFAS_LIBRARY_DIR, else platformdirs.user_data_dir("mifas-viewer")/library."""
     override = os.environ.get("MIFAS_LIBRARY_DIR")
@@ -75,23 +105,24 @@ def default_library_dir() -> Path:
 
 
 def settings_to_json(settings: Settings) -> dict[str, Any]:
-    return {
-        "version": SETTINGS_VERSION,
-        "nodes": [node_to_json(n) for n in settings.nodes],
-        "library_dir": settings.library_dir,
-        "default_via": settings.default_via,
-        "calling_ae": settings.calling_ae,
-        "storage_port": settings.storage_port,
-        "volume_memory_mib": settings.volume_memory_mib,
-    }
+    """The user's file: everything, or with ``settings.inherited`` known, only what differs from it."""
+    base = settings.inherited
+    out: dict[str, Any] = {"version": SETTINGS_VERSION,
+                           "nodes": [node_to_json(n) for n in settings.nodes if not settings.is_system_node(n.name)]}
+    for key in SCALAR_KEYS:
+        if base is None or getattr(settings, key) != getattr(base, key):
+            out[key] = getattr(settings, key)
+    return out
 
 
-def settings_from_json(data: Any, where: str = "the settings") -> Settings:
-    """Build Settings from parsed JSON, keeping every part that is valid; the rest become warnings."""
+def settings_from_json(data: Any, where: str = "the settings", defaults: Settings | None = None) -> Settings:
+    """Build Settings from parsed JSON, keeping every part that is valid; the rest become warnings.  What the
+    JSON leaves out (or gets wrong) comes from `defaults` (the built-in defaults when None); nodes are merged
+    by name into the defaults' nodes."""
+    defaults = defaults or Settings()
     if not isinstance(data, dict):
-        return Settings(warnings=(f"{where} are not a JSON object; the defaults are used.",))
+        return replace(defaults, warnings=(f"{where} are not a JSON object; the defaults are used.",))
     warnings: list[str] = []
-    defaults = Settings()
     version = data.get("version", SETTINGS_VERSION)
     if not isinstance(version, int) or version > SETTINGS_VERSION:
         warnings.append(f"{where} were written by a newer MIFAS Viewer; only known settings were read.")
@@ -139,8 +170,11 @@ def settings_from_json(data: Any, where: str = "the settings") -> Settings:
         nodes.append(node)
     if len(raw_nodes) > NODES_MAX:
         warnings.append(f"Only the first {NODES_MAX} saved PACS nodes were read.")
+    names = {n.name for n in nodes}
+    merged = [next(n for n in nodes if n.name == d.name) if d.name in names else d for d in defaults.nodes]
+    merged += [n for n in nodes if n.name not in {d.name for d in defaults.nodes}]
     return Settings(
-        nodes=nodes,
+        nodes=merged[:NODES_MAX],
         library_dir=pick("library_dir", check_dir, defaults.library_dir),
         default_via=pick("default_via", check_via, defaults.default_via),
         calling_ae=pick("calling_ae", lambda v: validate_ae_title(v, "calling AE title"), defaults.calling_ae),
@@ -150,23 +184,51 @@ def settings_from_json(data: Any, where: str = "the settings") -> Settings:
     )
 
 
-def load_settings(path: Path | str | None = None) -> Settings:
-    """Read the settings; never raises for a missing, unreadable or damaged file (see ``Settings.warnings``)."""
-    file = settings_path(path)
+_SYSTEM = object()  # load_settings(system_path=...) default: system_settings_path() at call time
+
+
+_MISSING = object()  # _read_json: no file (or none that could be read)
+
+
+def _read_json(file: Path, what: str) -> tuple[Any, str | None]:
+    """(parsed JSON or _MISSING, a warning or None); a missing file is (_MISSING, None)."""
     try:
         with open(file, "rb") as fp:
             raw = fp.read(SETTINGS_BYTES_MAX + 1)
     except FileNotFoundError:
-        return Settings()
+        return _MISSING, None
     except OSError as exc:
-        return Settings(warnings=(f"The settings file {file} cannot be read ({exc.strerror}); the defaults are used.",))
+        return _MISSING, f"The {what} file {file} cannot be read ({exc.strerror}); the defaults are used."
     if len(raw) > SETTINGS_BYTES_MAX:
-        return Settings(warnings=(f"The settings file {file} is too large to be ours; the defaults are used.",))
+        return _MISSING, f"The {what} file {file} is too large to be ours; the defaults are used."
     try:
-        data = json.loads(raw.decode("utf-8"))
+        return json.loads(raw.decode("utf-8")), None
     except (UnicodeDecodeError, ValueError):
-        return Settings(warnings=(f"The settings file {file} is damaged (not valid JSON); the defaults are used.",))
-    return settings_from_json(data, where=f"The settings in {file}")
+        return _MISSING, f"The {what} file {file} is damaged (not valid JSON); the defaults are used."
+
+
+def load_settings(path: Path | str | None = None, system_path: Path | str | None | object = _SYSTEM) -> Settings:
+    """Read the system-wide defaults (`system_path`, by default ``system_settings_path()``; None: none), then
+    the user's settings over them; never raises for a missing, unreadable or damaged file (see
+    ``Settings.warnings``)."""
+    warnings: list[str] = []
+    inherited = Settings()
+    if system_path is not None:
+        system_file = system_settings_path() if system_path is _SYSTEM else Path(system_path)  # type: ignore[arg-type]
+        data, problem = _read_json(system_file, "system-wide settings")
+        warnings += [problem] if problem else []
+        if data is not _MISSING:
+            inherited = settings_from_json(data, where=f"The system-wide settings in {system_file}")
+            warnings += [w if str(system_file) in w else f"In the system-wide settings {system_file}: {w}"
+                         for w in inherited.warnings]
+            inherited = replace(inherited, warnings=())
+    file = settings_path(path)
+    data, problem = _read_json(file, "settings")
+    warnings += [problem] if problem else []
+    settings = inherited if data is _MISSING else settings_from_json(data, where=f"The settings in {file}",
+                                                                 defaults=inherited)
+    return replace(settings, warnings=(*warnings, *(settings.warnings if data is not _MISSING else ())),
+                   inherited=inherited)
 
 
 def save_settings(settings: Settings, path: Path | str | None = None) -> Path:

@@ -5,8 +5,9 @@ transports allowed (DIMSE, DICOMweb), the retrieval order (C-GET, then C-MOVE or
 refused), the timeouts and the retry budget.  :meth:`ClusterProfile.candidates` lists the nodes the client
 tries: the VIP first, then the members (reached directly when the VIP does not answer).
 
-Profiles live in JSON files: IT ships defaults in ``/etc/mifas-viewer/*.json`` and each user may add or
-override profiles (by name, whole) in their own file.  :func:`load_profiles` reads both; a bad profile is
+Profiles live in JSON files: IT ships defaults in ``/etc/mifas-viewer/*.json`` (``$MIFAS_SYSTEM_CONFIG_DIR``
+when set; ``settings.json`` there is the system-wide settings file of :mod:`viewer.settings`, never a profile
+file) and each user may add or override profiles (by name, whole) in their own file.  :func:`load_profiles` reads both; a bad profile is
 skipped with a warning naming the file and the problem, never a crash::
 
     {"profiles": [{"name": "main-pacs", "ae_title": "ORTHANC", "calling_ae": "MIFAS",
@@ -48,7 +49,9 @@ from viewer.pacs.node import (
 )
 from viewer.pacs.retry import RetryPolicy
 
-SYSTEM_PROFILE_DIR = Path("/etc/mifas-viewer")
+SYSTEM_PROFILE_DIR = Path("/etc/mifas-viewer")  # stands for "the system folder": see system_profile_dir()
+SYSTEM_CONFIG_DIR_ENV = "MIFAS_SYSTEM_CONFIG_DIR"
+NOT_PROFILE_FILES = frozenset({"settings.json"})  # viewer.settings' system-wide defaults share the folder
 PROFILE_FILE_BYTES_MAX = 1 << 20
 PROFILES_MAX = 256
 MEMBERS_MAX = 8
@@ -290,14 +293,25 @@ def _read_file(path: Path, warnings: list[str]) -> list[ClusterProfile]:
     return profiles
 
 
+def system_profile_dir() -> Path:
+    """$MIFAS_SYSTEM_CONFIG_DIR, else /etc/mifas-viewer (the same folder as viewer.settings.system_config_dir)."""
+    override = os.environ.get(SYSTEM_CONFIG_DIR_ENV)
+    return Path(override) if override else SYSTEM_PROFILE_DIR
+
+
 def load_profiles(user_path: Path | str | None, system_dir: Path | str | None = SYSTEM_PROFILE_DIR) -> ProfileSet:
-    """The system-wide profiles (``system_dir/*.json`` in name order), then the user's, which override a
-    system profile of the same name.  Missing files are fine; bad ones are reported in ``warnings``."""
+    """The system-wide profiles (``system_dir/*.json`` in name order, except ``settings.json``), then the
+    user's, which override a system profile of the same name.  Missing files are fine; bad ones are reported in
+    ``warnings``.  `system_dir` = :data:`SYSTEM_PROFILE_DIR` (the default) means :func:`system_profile_dir`,
+    so ``$MIFAS_SYSTEM_CONFIG_DIR`` moves it for every caller; None reads no system profiles."""
     warnings: list[str] = []
     profiles: dict[str, ClusterProfile] = {}
     origins: dict[str, str] = {}
+    if system_dir is not None and Path(system_dir) == SYSTEM_PROFILE_DIR:
+        system_dir = system_profile_dir()
     if system_dir is not None and Path(system_dir).is_dir():
-        for path in sorted(Path(system_dir).glob("*.json"))[:PROFILES_MAX]:
+        paths = [p for p in sorted(Path(system_dir).glob("*.json")) if p.name not in NOT_PROFILE_FILES]
+        for path in paths[:PROFILES_MAX]:
             for profile in _read_file(path, warnings):
                 profiles[profile.name], origins[profile.name] = profile, "system"
     if user_path is not None:
