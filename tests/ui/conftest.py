@@ -104,3 +104,23 @@ def linear_window(hu: np.ndarray, center: float, width: float) -> np.ndarray:
     y = np.where(hu <= center - 0.5 - (width - 1) / 2, 0.0, y)
     y = np.where(hu > center - 0.5 + (width - 1) / 2, 255.0, y)
     return np.rint(np.clip(y, 0, 255)).astype(np.uint8)
+
+
+@pytest.fixture
+def make_window(qtbot):
+    """make(library, settings=None, **kwargs): a shown MainWindow, shut down (workers stopped) after the test."""
+    from viewer.ui.main_window import MainWindow
+
+    made = []
+
+    def make(library, settings=None, **kwargs):
+        window = MainWindow(library, settings, **kwargs)
+        qtbot.addWidget(window)
+        window.show()
+        qtbot.waitExposed(window)
+        made.append(window)
+        return window
+
+    yield make
+    for w in made:
+        w.shutdown()

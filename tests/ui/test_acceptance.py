@@ -10,13 +10,13 @@ import pytest
 from pydicom.data import get_testdata_file
 
 from tests.ui.conftest import linear_window
-from tests.ui.test_main_window import make_window, pydicom_test_folder  # noqa: F401 - fixtures
+from tests.ui.test_main_window import pydicom_test_folder  # noqa: F401 - fixture
 from tests.ui.test_viewport import screen_grey
 
 pytestmark = pytest.mark.gui
 
 
-def test_imported_ct_with_bone_preset_shows_the_files_values(qtbot, make_window, library,  # noqa: F811
+def test_imported_ct_with_bone_preset_shows_the_files_values(qtbot, make_window, library,
                                                              pydicom_test_folder):  # noqa: F811
     window = make_window(library)
     with qtbot.waitSignal(window.import_finished, timeout=60000):

@@ -15,26 +15,8 @@ from viewer.dicom.demo import DEMO_SERIES_UID, DEMO_STUDY_UID
 from viewer.library import import_paths
 from viewer.ui import main_window as mw
 from viewer.ui.excepthook import ExceptHook
-from viewer.ui.main_window import MainWindow
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def make_window(qtbot):
-    made = []
-
-    def make(library):
-        window = MainWindow(library)
-        qtbot.addWidget(window)
-        window.show()
-        qtbot.waitExposed(window)
-        made.append(window)
-        return window
-
-    yield make
-    for w in made:
-        w.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -8,26 +8,8 @@ import numpy as np
 import pytest
 
 from viewer.settings import Settings
-from viewer.ui.main_window import MainWindow
 
 pytestmark = pytest.mark.gui
-
-
-@pytest.fixture
-def make_window(qtbot):
-    made = []
-
-    def make(library, settings=None):
-        window = MainWindow(library, settings, resume_jobs=False)
-        qtbot.addWidget(window)
-        window.show()
-        qtbot.waitExposed(window)
-        made.append(window)
-        return window
-
-    yield make
-    for w in made:
-        w.shutdown()
 
 
 def test_the_open_series_opens_in_mpr_and_3d(qtbot, make_window, ct_series) -> None:
