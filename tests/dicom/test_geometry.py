@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydicom.dataset import Dataset
+from pydicom.sequence import Sequence
 
-from viewer.dicom.geometry import ImagePlane, nearest_slice, reference_line
+from viewer.dicom.geometry import ImagePlane, nearest_slice, reference_line, series_geometry
 
 
 def axial(z: float) -> ImagePlane:
@@ -57,3 +59,59 @@ def test_nearest_slice_for_linked_scrolling() -> None:
 def test_pixel_round_trip() -> None:
     plane = coronal(3.0)
     assert plane.to_pixel(plane.to_patient(12.5, 33.0)) == pytest.approx((12.5, 33.0))
+
+
+def header(frame_uid="1.2.3", orientation=(1, 0, 0, 0, 1, 0), spacing=(0.5, 0.5), rows=400, columns=400):
+    ds = Dataset()
+    if frame_uid:
+        ds.FrameOfReferenceUID = frame_uid
+    ds.ImageOrientationPatient = list(orientation)
+    ds.PixelSpacing = list(spacing)
+    ds.Rows, ds.Columns = rows, columns
+    return ds
+
+
+def test_series_geometry_from_the_index_positions_and_one_header() -> None:
+    positions = [(-100.0, -100.0, 2.0 * k) for k in range(5)]
+    geometry = series_geometry(positions, header())
+    assert geometry.frame_of_reference_uid == "1.2.3"
+    assert geometry.plane(3) == axial(6.0)
+    assert geometry.plane(5) is None
+    coronal_series = series_geometry([(-100.0, 4.0 * k, 80.0) for k in range(3)],
+                                     header(orientation=(1, 0, 0, 0, 0, -1), spacing=(1.0, 0.5), rows=160))
+    assert coronal_series.plane(0) == coronal(0.0)
+    assert not geometry.linkable_with(coronal_series)  # same frame, orthogonal slices: reference lines only
+    assert geometry.linkable_with(series_geometry(positions[:2], header(spacing=(0.7, 0.7))))
+    assert not geometry.linkable_with(series_geometry(positions, header(frame_uid="1.2.4")))
+
+
+def test_series_without_frame_of_reference_or_geometry_is_not_linked() -> None:
+    positions = [(0.0, 0.0, float(k)) for k in range(3)]
+    assert series_geometry(positions, header(frame_uid="")) is None
+    assert series_geometry(positions, header(spacing=(0.0, 0.5))) is None
+    bad = header()
+    bad.ImageOrientationPatient = [1, 0, 0]
+    assert series_geometry(positions, bad) is None
+    assert series_geometry([None, None], header()) is None  # a classic multi-frame without positions
+
+
+def test_series_geometry_of_an_enhanced_multiframe_from_its_functional_groups() -> None:
+    ds = header(rows=400, columns=400)
+    del ds.ImageOrientationPatient, ds.PixelSpacing
+    ds.NumberOfFrames = 3
+    shared = Dataset()
+    orientation, measures = Dataset(), Dataset()
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+    measures.PixelSpacing = [0.5, 0.5]
+    shared.PlaneOrientationSequence = Sequence([orientation])
+    shared.PixelMeasuresSequence = Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in range(3):
+        item, position = Dataset(), Dataset()
+        position.ImagePositionPatient = [-100.0, -100.0, 10.0 * k]
+        item.PlanePositionSequence = Sequence([position])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    geometry = series_geometry([None, None, None], ds)
+    assert [geometry.plane(k) for k in range(3)] == [axial(0.0), axial(10.0), axial(20.0)]

@@ -8,6 +8,7 @@ mean the same point.
   pixel coordinates (None when the planes are parallel or the line misses the image).
 * :func:`nearest_slice`: the slice of a series closest to a patient point, along that series' own normal, for
   linked scrolling (None when the point lies farther than half a slice beyond either end).
+* :func:`series_geometry`: the planes of a series' frames, from the library's positions and one header.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from viewer.dicom.volume import enhanced_frame_geometries
+
 PARALLEL_TOLERANCE = 1e-6
+LINK_PARALLEL_COS = 0.99  # slice normals closer than about 8 degrees count as parallel for linked scrolling
 
 
 @dataclass(frozen=True)
@@ -98,3 +102,61 @@ def nearest_slice(slices: Sequence[ImagePlane | None], point: Sequence[float]) -
     if depth < positions[0] - half or depth > positions[-1] + half:
         return None
     return min(along, key=lambda item: abs(item[0] - depth))[1]
+
+
+@dataclass(frozen=True)
+class SeriesGeometry:
+    """The planes of a series' frames (display order) and the Frame of Reference they are in."""
+
+    frame_of_reference_uid: str
+    planes: tuple[ImagePlane | None, ...]
+
+    def plane(self, index: int) -> ImagePlane | None:
+        return self.planes[index] if 0 <= index < len(self.planes) else None
+
+    @property
+    def normal(self) -> np.ndarray | None:
+        known = next((p for p in self.planes if p is not None), None)
+        return known.normal if known is not None else None
+
+    def linkable_with(self, other: SeriesGeometry) -> bool:
+        """Same Frame of Reference and parallel slices (within about 8 degrees): scrolling one can follow the
+        other slice by slice.  Non-parallel series of one frame are linked by reference lines only."""
+        a, b = self.normal, other.normal
+        return (self.frame_of_reference_uid == other.frame_of_reference_uid and a is not None and b is not None
+                and abs(float(a @ b)) >= LINK_PARALLEL_COS)
+
+
+def _floats(value, n: int) -> tuple[float, ...] | None:
+    try:
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(np.isfinite(out)) else None
+
+
+def series_geometry(positions: Sequence[tuple[float, float, float] | None], header) -> SeriesGeometry | None:
+    """The geometry of a series from its frames' positions (display order, from the library index) and its first
+    header (orientation, spacing, size, Frame of Reference UID).  An enhanced multi-frame image takes its planes
+    from its functional groups.  None when the series has no Frame of Reference or no usable geometry."""
+    frame_uid = str(getattr(header, "FrameOfReferenceUID", "") or "").strip()
+    rows, columns = int(getattr(header, "Rows", 0) or 0), int(getattr(header, "Columns", 0) or 0)
+    if not frame_uid or rows <= 0 or columns <= 0:
+        return None
+    if all(p is None for p in positions):  # multi-frame: per-frame functional groups, when present
+        frames = int(getattr(header, "NumberOfFrames", 1) or 1)
+        geometries = enhanced_frame_geometries(header, frames, rows, columns) if frames == len(positions) else None
+        if not geometries:
+            return None
+        planes = tuple(ImagePlane(g.position, g.orientation[:3], g.orientation[3:], g.pixel_spacing, rows, columns)
+                       if g.position and g.orientation and g.pixel_spacing else None for g in geometries)
+    else:
+        orientation = _floats(getattr(header, "ImageOrientationPatient", None), 6)
+        spacing = _floats(getattr(header, "PixelSpacing", None), 2)
+        if orientation is None or spacing is None or min(spacing) <= 0:
+            return None
+        planes = tuple(ImagePlane(tuple(p), orientation[:3], orientation[3:], spacing, rows, columns)
+                       if p is not None else None for p in positions)
+    if all(p is None for p in planes):
+        return None
+    return SeriesGeometry(frame_uid, planes)
