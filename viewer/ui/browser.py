@@ -14,6 +14,7 @@ from typing import Any
 from PySide6.QtCore import (
     QAbstractListModel,
     QItemSelection,
+    QMimeData,
     QModelIndex,
     QPersistentModelIndex,
     QSize,
@@ -39,6 +40,7 @@ from PySide6.QtWidgets import (
 
 from viewer.library import Library, SeriesRecord, StudyQuery, StudyRecord
 from viewer.ui.search_fields import SearchFields
+from viewer.ui.series_source import SERIES_MIME_TYPE, series_mime_data
 from viewer.ui.table_model import ROOT_INDEX, RowTableModel
 from viewer.ui.thumbnails import THUMBNAIL_PX, ThumbnailCache, render_thumbnail
 from viewer.ui.workers import TaskRunner, describe_error
@@ -108,8 +110,23 @@ class SeriesListModel(QAbstractListModel):
         if role == Qt.ItemDataRole.DecorationRole:
             return self._icon_for(s.series_uid)
         if role == Qt.ItemDataRole.ToolTipRole:
-            return f"{s.series_description}\n{s.body_part}".strip()
+            return (f"{s.series_description}\n{s.body_part}".strip()
+                    + "\nDouble-click to open, or drag onto a viewport").strip()
         return None
+
+    def flags(self, index: QModelIndex | QPersistentModelIndex) -> Qt.ItemFlag:
+        flags = super().flags(index)
+        return flags | Qt.ItemFlag.ItemIsDragEnabled if index.isValid() else flags
+
+    def mimeTypes(self) -> list[str]:
+        return [SERIES_MIME_TYPE]
+
+    def mimeData(self, indexes) -> QMimeData | None:
+        rows = [i.row() for i in indexes if i.isValid()]
+        return series_mime_data(self._rows[rows[0]].series_uid) if rows else None
+
+    def supportedDragActions(self) -> Qt.DropAction:
+        return Qt.DropAction.CopyAction
 
 
 class LocalBrowser(QWidget):
@@ -149,6 +166,9 @@ class LocalBrowser(QWidget):
         self.series_view.setMovement(QListView.Movement.Static)
         self.series_view.setWordWrap(True)
         self.series_view.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.series_view.setDragEnabled(True)  # drag a series onto a viewport of the layout
+        self.series_view.setDragDropMode(QAbstractItemView.DragDropMode.DragOnly)
+        self.series_view.setDefaultDropAction(Qt.DropAction.CopyAction)
         self.series_view.activated.connect(self._on_series_activated)
         self.status = QLabel("", self)
         self.status.setWordWrap(True)

@@ -1,4 +1,6 @@
-"""The main window: browser (left dock), viewport (centre), tag browser (right dock, hidden), toolbar and menus.
+"""The main window: browser (left dock), viewports in a layout (centre), tag browser (right dock, hidden),
+toolbar and menus.  The toolbar, the menus and the tag browser act on the *active* viewport
+(:class:`~viewer.ui.layout.ViewportGrid`); a series opens in the active viewport, or in the one it is dropped on.
 
 Long work (importing, storing the demo study) runs in workers with a non-modal progress dialog and Cancel; its
 summary appears when it ends.  Errors reach the user as sentences in message boxes opened without blocking
@@ -12,7 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QCloseEvent, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
@@ -38,6 +40,7 @@ from viewer.ui.browser import Browser
 from viewer.ui.cluster_service import HEALTH_INTERVAL_S, ClusterService, JobOutcome
 from viewer.ui.health_dock import HealthPanel
 from viewer.ui.import_summary import ImportSummaryDialog
+from viewer.ui.layout import LAYOUTS, ViewportGrid
 from viewer.ui.reading3d import Reading3DWindow
 from viewer.ui.series_source import first_series_uid, open_series
 from viewer.ui.tag_browser import TagBrowser
@@ -92,7 +95,8 @@ class MainWindow(QMainWindow):
             cluster_profiles_path = Path(settings_path).parent / "clusters.json"
         self.clusters = ClusterService(library, self, profiles_path=cluster_profiles_path,
                                        system_dir=system_profiles_dir, health_interval_s=health_interval_s)
-        self.viewport = Viewport(self)
+        self.grid = ViewportGrid(self)
+        self._series_uids: dict[Viewport, str] = {}  # the library series each viewport shows
         self.banner = FailoverBanner(self)
         self.banner_controller = BannerController(self.clusters, self.banner, self)
         central = QWidget(self)
@@ -100,7 +104,7 @@ class MainWindow(QMainWindow):
         central_layout.setContentsMargins(0, 0, 0, 0)
         central_layout.setSpacing(0)
         central_layout.addWidget(self.banner)
-        central_layout.addWidget(self.viewport, 1)
+        central_layout.addWidget(self.grid, 1)
         self.setCentralWidget(central)
         self.browser = Browser(library, self)
         self.browser.series_activated.connect(self.open_series)
@@ -138,20 +142,33 @@ class MainWindow(QMainWindow):
         self.import_summary_dialog: ImportSummaryDialog | None = None
         self.last_import_summary: ImportSummary | None = None
         self.message_box: QMessageBox | None = None
-        self.current_series_uid: str | None = None
         self.reading_windows: list[Reading3DWindow] = []
         self._build_actions()
         self._build_menus()
         self._build_toolbar()
-        self.viewport.model.changed.connect(self._on_model_changed)
-        self.viewport.load_progress.connect(self._on_load_progress)
-        self.viewport.message_changed.connect(self._on_viewport_message)
-        self.viewport.tool_changed.connect(
-            lambda tool: [a.setChecked(name == tool) for name, a in self.tool_actions.items()])
+        self.grid.viewport_changed.connect(self._on_model_changed)
+        self.grid.active_changed.connect(self._on_active_changed)
+        self.grid.series_dropped.connect(lambda viewport, uid: self.open_series(uid, viewport))
+        for viewport in self.grid.viewports:  # only the active viewport speaks to the status bar
+            viewport.load_progress.connect(lambda done, total, v=viewport: v is self.viewport
+                                           and self._on_load_progress(done, total))
+            viewport.message_changed.connect(lambda text, v=viewport: v is self.viewport
+                                             and self._on_viewport_message(text))
+            viewport.tool_changed.connect(self._on_tool_changed)
         self.statusBar().showMessage("Ready")
         self._configure_pacs()
         if resume_jobs:
             QTimer.singleShot(0, self.resume_pending_jobs)
+
+    @property
+    def viewport(self) -> Viewport:
+        """The active viewport: what the toolbar, the menus and the tag browser act on."""
+        return self.grid.active
+
+    @property
+    def current_series_uid(self) -> str | None:
+        """The library series shown in the active viewport."""
+        return self._series_uids.get(self.viewport)
 
     # -- actions, menus, toolbar ---------------------------------------------------------------------------
 
@@ -167,8 +184,11 @@ class MainWindow(QMainWindow):
         action.triggered.connect(slot)
         return action
 
+    def _model(self) -> vm.ViewportModel:
+        return self.grid.active.model
+
     def _build_actions(self) -> None:
-        m = self.viewport.model
+        m = self._model  # called at trigger time: the actions follow the active viewport
         self.import_files_action = self._action("Import &files…", self.choose_import_files, QKeySequence.StandardKey.Open)
         self.import_folder_action = self._action("Import f&older…", self.choose_import_folder, "Ctrl+Shift+O")
         self.settings_action = self._action("&Settings…", self.open_settings)
@@ -178,23 +198,23 @@ class MainWindow(QMainWindow):
         self.tags_action = self.tag_dock.toggleViewAction()
         self.tags_action.setText("&Tags")
         self.tags_action.setShortcut(QKeySequence("Ctrl+T"))
-        self.overlays_action = self._action("&Overlays", self.viewport.set_overlays_visible, "Ctrl+Shift+V",
+        self.overlays_action = self._action("&Overlays", self._set_overlays_visible, "Ctrl+Shift+V",
                                             checkable=True, tip="Show patient, slice and window text")
         self.overlays_action.setChecked(True)
         self.about_action = self._action("&About", self.show_about)
-        self.preset_actions = {name: self._action(name.replace("CT ", ""), lambda _=False, n=name: m.apply_preset(n),
+        self.preset_actions = {name: self._action(name.replace("CT ", ""), lambda _=False, n=name: m().apply_preset(n),
                                                   tip=f"Window preset {name} (W {PRESETS[name].width:g}, "
                                                       f"L {PRESETS[name].center:g})")
                                for name in PRESETS}
-        self.invert_action = self._action("Invert", lambda checked: (m.set_invert(checked), self._sync_actions()),
+        self.invert_action = self._action("Invert", lambda checked: (m().set_invert(checked), self._sync_actions()),
                                           checkable=True, tip="Invert grey levels (I)")
-        self.rotate_left_action = self._action("Rotate ⟲", lambda: m.rotate(-90), tip="Rotate 90° counter-clockwise")
-        self.rotate_right_action = self._action("Rotate ⟳", lambda: m.rotate(90), tip="Rotate 90° clockwise")
-        self.flip_h_action = self._action("Flip ↔", lambda: m.flip(horizontal=True), tip="Mirror left-right")
-        self.flip_v_action = self._action("Flip ↕", lambda: m.flip(horizontal=False), tip="Mirror top-bottom")
-        self.reset_action = self._action("Reset", m.reset, tip="Back to the file's window and fit (R)")
-        self.fit_action = self._action("Fit", m.fit, tip="Zoom to fit (F)")
-        self.cine_action = self._action("Cine", lambda checked: (m.set_playing(checked), self._sync_actions()),
+        self.rotate_left_action = self._action("Rotate ⟲", lambda: m().rotate(-90), tip="Rotate 90° counter-clockwise")
+        self.rotate_right_action = self._action("Rotate ⟳", lambda: m().rotate(90), tip="Rotate 90° clockwise")
+        self.flip_h_action = self._action("Flip ↔", lambda: m().flip(horizontal=True), tip="Mirror left-right")
+        self.flip_v_action = self._action("Flip ↕", lambda: m().flip(horizontal=False), tip="Mirror top-bottom")
+        self.reset_action = self._action("Reset", lambda: m().reset(), tip="Back to the file's window and fit (R)")
+        self.fit_action = self._action("Fit", lambda: m().fit(), tip="Zoom to fit (F)")
+        self.cine_action = self._action("Cine", lambda checked: (m().set_playing(checked), self._sync_actions()),
                                         checkable=True, tip="Play the series (Space)")
         self.open_3d_action = self._action("3D / MPR", self.open_3d, "Ctrl+3",
                                            tip="Open the series in MPR and volume rendering")
@@ -203,10 +223,25 @@ class MainWindow(QMainWindow):
         self.tool_actions = {tool: self._action(label, lambda checked, t=tool: self._choose_tool(t, checked),
                                                 checkable=True, tip=f"Measure: {label.lower()} (Esc: back to navigating)")
                              for tool, label in labels.items()}
-        self.clear_measurements_action = self._action("Clear measurements", self.viewport.clear_measurements,
+        self.clear_measurements_action = self._action("Clear measurements", lambda: self.viewport.clear_measurements(),
                                                       tip="Remove the measurements of this slice (Delete)")
         self.export_view_action = self._action("Export view…", self.export_view, "Ctrl+E",
                                                tip="Save the view as a PNG image")
+        self.layout_group = QActionGroup(self)
+        self.layout_actions = {}
+        for name in LAYOUTS:
+            action = self._action(f"Layout {name.replace('x', ' × ')}", lambda _=False, n=name: self.set_layout(n),
+                                  checkable=True, tip=f"Show {name} viewports (drag series onto them)")
+            self.layout_group.addAction(action)
+            self.layout_actions[name] = action
+        self.layout_actions[self.grid.layout_name].setChecked(True)
+        self.link_action = self._action("Link scrolling", self.grid.set_link_scrolling, checkable=True,
+                                        tip="Series of the same frame of reference scroll together")
+        self.link_action.setChecked(self.grid.link_scrolling)
+        self.reference_lines_action = self._action("Reference lines", self.grid.set_reference_lines_visible,
+                                                   checkable=True,
+                                                   tip="Show where the active viewport's slice cuts the others")
+        self.reference_lines_action.setChecked(self.grid.show_reference_lines)
 
     def _build_menus(self) -> None:
         file_menu = self.menuBar().addMenu("&File")
@@ -219,6 +254,11 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.quit_action)
         view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self.open_3d_action)
+        view_menu.addSeparator()
+        for action in self.layout_actions.values():
+            view_menu.addAction(action)
+        view_menu.addAction(self.link_action)
+        view_menu.addAction(self.reference_lines_action)
         view_menu.addSeparator()
         measure_menu = self.menuBar().addMenu("&Measure")
         for action in self.tool_actions.values():
@@ -252,11 +292,15 @@ class MainWindow(QMainWindow):
         self.fps_box.setValue(int(self.viewport.model.cine_fps))
         self.fps_box.setSuffix(" fps")
         self.fps_box.setToolTip("Cine speed")
-        self.fps_box.valueChanged.connect(self.viewport.model.set_cine_fps)
+        self.fps_box.valueChanged.connect(lambda fps: self._model().set_cine_fps(fps))
         bar.addWidget(self.fps_box)
         bar.addSeparator()
         for action in self.tool_actions.values():
             bar.addAction(action)
+        bar.addSeparator()
+        for action in self.layout_actions.values():
+            bar.addAction(action)
+        bar.addAction(self.link_action)
         bar.addSeparator()
         bar.addAction(self.open_3d_action)
 
@@ -271,12 +315,31 @@ class MainWindow(QMainWindow):
         self.fps_box.setValue(round(m.cine_fps))
         self.fps_box.blockSignals(False)
 
-    def _on_model_changed(self, event: Changed) -> None:
-        m = self.viewport.model
+    def _on_model_changed(self, viewport: Viewport, event: Changed) -> None:
+        if viewport is not self.viewport:
+            return
+        m = viewport.model
         if event.aspects & {vm.INVERT, vm.CINE}:
             self._sync_actions()
         if event.aspects & {vm.INDEX, vm.SERIES} and self.tag_dock.isVisible():
             self.tag_browser.show_slice(m.series, m.index)
+
+    def _on_active_changed(self, viewport: Viewport) -> None:
+        self._sync_actions()
+        if self.tag_dock.isVisible():
+            self.tag_browser.show_slice(viewport.model.series, viewport.model.index)
+
+    def _set_overlays_visible(self, visible: bool) -> None:
+        for viewport in self.grid.viewports:
+            viewport.set_overlays_visible(visible)
+
+    def set_layout(self, name: str) -> None:
+        """1x1, 1x2 or 2x2 viewports; a viewport the layout hides closes its series."""
+        self.grid.set_layout(name)
+        for viewport in self.grid.viewports:
+            if viewport not in self.grid.visible_viewports():
+                self._series_uids.pop(viewport, None)
+        self.layout_actions[name].setChecked(True)
 
     def _on_tag_dock_visibility(self, visible: bool) -> None:
         if visible and not self._tag_dock_sized:
@@ -297,8 +360,9 @@ class MainWindow(QMainWindow):
 
     # -- opening series ------------------------------------------------------------------------------------
 
-    def open_series(self, series_uid: str) -> bool:
-        """Show a series of the local library in the viewport.  False (and a message) when it cannot."""
+    def open_series(self, series_uid: str, viewport: Viewport | None = None) -> bool:
+        """Show a series of the local library in `viewport` (default: the active one), which becomes active.
+        False (and a message) when it cannot."""
         try:
             series = open_series(self.library, series_uid)
         except MifasError as exc:
@@ -306,9 +370,11 @@ class MainWindow(QMainWindow):
             self.load_failed.emit(str(exc))
             return False
         log.info("opening series %s (%d frames)", series_uid, len(series))
-        self.current_series_uid = series_uid
-        self.viewport.set_series(series)
-        self.viewport.setFocus()
+        viewport = viewport if viewport is not None else self.viewport
+        self.grid.set_active(viewport)
+        self._series_uids[viewport] = series_uid
+        viewport.set_series(series)
+        viewport.setFocus()
         record = self.library.series_record(series_uid)
         description = record.series_description if record and record.series_description else "series"
         self.statusBar().showMessage(f"Opened {description} ({len(series)} images)", 5000)
@@ -507,31 +573,41 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("Resuming the retrievals left unfinished last time…", 8000)
         return handle
 
-    def _series_study(self) -> str | None:
-        if self.current_series_uid is None:
-            return None
-        try:
-            record = self.library.series_record(self.current_series_uid)
-        except MifasError:
-            return None
-        return record.study_uid if record is not None else None
+    def _open_studies(self) -> set[str]:
+        """The studies of the series shown in the viewports."""
+        studies = set()
+        for uid in set(self._series_uids.values()):
+            try:
+                record = self.library.series_record(uid)
+            except MifasError:
+                continue
+            if record is not None:
+                studies.add(record.study_uid)
+        return studies
 
     def _on_job_progress(self, job_id: int, study_uid: str, done: int, total: int) -> None:
-        if study_uid == self._series_study() and not self._series_refresh.isActive():
+        if study_uid in self._open_studies() and not self._series_refresh.isActive():
             self._series_refresh.start()
 
     def _on_job_finished(self, job_id: int, study_uid: str, outcome: JobOutcome) -> None:
         self.browser.refresh(self.browser.local.selected_study_uid() or study_uid)
-        if study_uid == self._series_study():
+        if study_uid in self._open_studies():
             self._series_refresh.stop()
             self.refresh_open_series()
         self.statusBar().showMessage(outcome.text, 10000)
 
     def refresh_open_series(self) -> bool:
-        """Re-read the open series from the library when images were added to it (a retrieval is filling it),
-        keeping the slice shown (same instance and frame), the window, zoom, pan, rotation and flips."""
-        uid, old, m = self.current_series_uid, self.viewport.model.series, self.viewport.model
-        if uid is None or old is None:
+        """Re-read the series of every viewport from the library when images were added to it (a retrieval is
+        filling it), keeping the slice shown (same instance and frame), the window, zoom, pan, rotation and
+        flips.  True when a viewport changed."""
+        changed = False
+        for viewport, uid in list(self._series_uids.items()):
+            changed = self._refresh_viewport(viewport, uid) or changed
+        return changed
+
+    def _refresh_viewport(self, viewport: Viewport, uid: str) -> bool:
+        old, m = viewport.model.series, viewport.model
+        if old is None:
             return False
         try:
             new = open_series(self.library, uid)
@@ -544,7 +620,7 @@ class MainWindow(QMainWindow):
                       and (f.sop_instance_uid, f.frame_index) == (shown.sop_instance_uid, shown.frame_index)), 0)
         window, invert, zoom, pan = m.window, m.invert, m.zoom, m.pan
         rotation, flip_h, flip_v, playing = m.rotation, m.flip_h, m.flip_v, m.playing
-        self.viewport.set_series(new, index)
+        viewport.set_series(new, index)
         if window is not None:
             m.set_window(window)
         m.set_invert(invert)
@@ -592,8 +668,17 @@ class MainWindow(QMainWindow):
 
     # -- measurements -------------------------------------------------------------------------------------
 
+    def _on_tool_changed(self, tool: str) -> None:
+        """A viewport changed its tool (Escape): every viewport and the actions follow."""
+        for viewport in self.grid.viewports:
+            if (viewport.tool or "") != tool:
+                viewport.set_tool(tool or None)
+        for name, action in self.tool_actions.items():
+            action.setChecked(name == tool)
+
     def _choose_tool(self, tool: str, checked: bool) -> None:
-        self.viewport.set_tool(tool if checked else None)
+        for viewport in self.grid.viewports:  # a tool measures in whichever viewport it is used
+            viewport.set_tool(tool if checked else None)
         for name, action in self.tool_actions.items():
             action.setChecked(name == tool and checked)
 
@@ -646,6 +731,6 @@ class MainWindow(QMainWindow):
             window.close()
         self._series_refresh.stop()
         self.clusters.shutdown()
-        self.viewport.shutdown()
+        self.grid.shutdown()
         self.browser.shutdown()
         self.tag_browser.shutdown()

@@ -18,6 +18,9 @@ ellipse ROI; an angle is a drag (vertex to the first arm) and a click (the secon
 Each is kept for the session on its frame (:mod:`viewer.ui.annotations`) and labelled in mm, degrees or
 modality units (HU for CT: mean, SD, min, max, area).  Escape goes back to navigating; Delete clears the
 measurements of the slice on screen.  :meth:`Viewport.export_png` saves the view as seen.
+
+Linked views (:mod:`viewer.ui.layout`): :meth:`Viewport.series_geometry` gives the planes of the open series and
+its Frame of Reference; :meth:`Viewport.set_reference_lines` takes the segments the grid computed, drawn in cyan.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QSizePolicy, QWidget
 
+from viewer.dicom.geometry import SeriesGeometry, series_geometry
 from viewer.dicom.pixels import PRESETS, Window, render_color
 from viewer.dicom.series import SeriesImages, priority_order
 from viewer.errors import MifasError
@@ -55,7 +59,7 @@ from viewer.ui.workers import TaskRunner, describe_error
 log = logging.getLogger(__name__)
 
 LOADING_TEXT = "Loading…"
-NO_SERIES_TEXT = "No series open"
+NO_SERIES_TEXT = "No series open: double-click a series in the browser, or drag it here"
 ASPECT_MAX = 20.0  # pixel aspect ratios beyond this are header errors; drawn square instead
 WHEEL_STEP = 120  # QWheelEvent angle units per notch
 ZOOM_DRAG_PER_PIXEL = 0.01  # right drag: zoom *= exp(-dy * this)
@@ -65,6 +69,8 @@ OVERLAY_TEXT_COLOR = QColor(230, 230, 230)
 OVERLAY_SHADOW_COLOR = QColor(0, 0, 0)
 OVERLAY_MARGIN_PX = 6
 MEASURE_COLOR = QColor(255, 220, 0)
+REFERENCE_COLOR = QColor(0, 200, 255)  # reference lines: where another view's slice cuts this one
+REFERENCE_LINES_MAX = 8
 
 
 @dataclass(frozen=True)
@@ -169,6 +175,8 @@ class Viewport(QWidget):
         self._drag_last = QPointF()
         self._drag_anchor = (0.0, 0.0)
         self._wheel_rest = 0
+        self._reference_lines: tuple[tuple[tuple[float, float], tuple[float, float]], ...] = ()
+        self._geometry: tuple[SeriesImages | None, SeriesGeometry | None] = (None, None)
 
     # -- public API --------------------------------------------------------------------------------------
 
@@ -227,6 +235,37 @@ class Viewport(QWidget):
     def set_overlays_visible(self, visible: bool) -> None:
         self._overlays_visible = bool(visible)
         self.update()
+
+    # -- linked views -------------------------------------------------------------------------------------
+
+    def series_geometry(self) -> SeriesGeometry | None:
+        """The planes of the open series and its Frame of Reference (None: no geometry to link by).  Read once
+        per series: positions from the library index, the rest from the first header."""
+        series = self.model.series
+        if series is None:
+            return None
+        if self._geometry[0] is not series:
+            try:
+                geometry = series_geometry([f.position for f in series.frames], series.header(0))
+            except (MifasError, ValueError, TypeError, AttributeError):
+                geometry = None  # a header without usable geometry: the series is simply not linked
+            self._geometry = (series, geometry)
+        return self._geometry[1]
+
+    def current_plane(self):
+        geometry = self.series_geometry()
+        return geometry.plane(self.model.index) if geometry is not None and self.model.count else None
+
+    @property
+    def reference_lines(self) -> tuple[tuple[tuple[float, float], tuple[float, float]], ...]:
+        return self._reference_lines
+
+    def set_reference_lines(self, lines) -> None:
+        """Segments to draw over the image, each ((row, col), (row, col)) in this image's pixels."""
+        lines = tuple(lines)[:REFERENCE_LINES_MAX]
+        if lines != self._reference_lines:
+            self._reference_lines = lines
+            self.update()
 
     # -- measurements -----------------------------------------------------------------------------------------
 
@@ -517,6 +556,7 @@ class Viewport(QWidget):
                 p.drawText(QRectF(self.rect()).adjusted(20, 20, -20, -20),
                            int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self._message)
             if drawn:
+                self._paint_reference_lines(p)
                 self._paint_measurements(p)
             if self._overlays_visible:
                 self._paint_overlays(p)
@@ -525,6 +565,11 @@ class Viewport(QWidget):
         if drawn:
             self._painted_index = self.model.index
             self.slice_painted.emit(self._painted_index)
+
+    def _paint_reference_lines(self, p: QPainter) -> None:
+        p.setPen(QPen(REFERENCE_COLOR, 1.0))
+        for (r0, c0), (r1, c1) in self._reference_lines:
+            p.drawLine(self.image_to_widget(r0, c0), self.image_to_widget(r1, c1))
 
     def _paint_measurements(self, p: QPainter) -> None:
         p.setFont(self._font)

@@ -1,0 +1,241 @@
+"""Viewport layouts (1x1, 1x2, 2x2), the active viewport, drag-and-drop of series, and linked views.
+
+:class:`ViewportGrid` owns up to :data:`VIEWPORTS_MAX` viewports and shows as many as the layout asks for.  One
+of them is *active* (a coloured frame): the toolbar, the menus and the tag browser act on it, and a click or a
+focus change in another viewport makes that one active.  A series dragged from the browser (MIME type
+:data:`~viewer.ui.series_source.SERIES_MIME_TYPE`) and dropped on a viewport is announced by ``series_dropped``;
+the main window opens it there.
+
+Linked views, for series that share a Frame of Reference UID (only then do their patient coordinates mean the
+same point):
+
+* **linked scrolling**: when the user moves the active viewport to another slice, every other visible viewport
+  whose slices are parallel to it goes to its slice nearest the same place (:func:`viewer.dicom.geometry.
+  nearest_slice`); viewports moved this way do not move others in turn.
+* **reference lines**: every other visible viewport draws the line where the active viewport's slice cuts its
+  own slice (:func:`viewer.dicom.geometry.reference_line`); parallel slices have none.
+
+A viewport that a smaller layout hides releases its series (and its decoded slices), so the decoded memory is
+bounded by the visible viewports: at most 4 x the per-series cache of :mod:`viewer.ui.series_source`.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from PySide6.QtCore import QEvent, QObject, Signal
+from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
+from PySide6.QtWidgets import QFrame, QGridLayout, QVBoxLayout, QWidget
+
+from viewer.dicom.geometry import nearest_slice, reference_line
+from viewer.ui import viewport_model as vm
+from viewer.ui.series_source import SERIES_MIME_TYPE, series_uid_from_mime
+from viewer.ui.viewport import Viewport
+from viewer.ui.viewport_model import Changed
+
+log = logging.getLogger(__name__)
+
+LAYOUTS: dict[str, tuple[int, int]] = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}  # name: (rows, columns)
+VIEWPORTS_MAX = 4
+ACTIVE_FRAME_STYLE = "QFrame#viewport-frame { border: 2px solid rgb(0, 160, 255); background: black; }"
+IDLE_FRAME_STYLE = "QFrame#viewport-frame { border: 2px solid rgb(48, 48, 48); background: black; }"
+
+
+class ViewportFrame(QFrame):
+    """A viewport in a thin frame that shows whether it is active and accepts dropped series."""
+
+    dropped = Signal(str)  # a series UID
+
+    def __init__(self, viewport: Viewport, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("viewport-frame")
+        self.viewport = viewport
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addWidget(viewport)
+        self.setAcceptDrops(True)
+        self.set_active(False)
+
+    def set_active(self, active: bool) -> None:
+        self.setStyleSheet(ACTIVE_FRAME_STYLE if active else IDLE_FRAME_STYLE)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if event.mimeData().hasFormat(SERIES_MIME_TYPE):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event: QDragMoveEvent) -> None:
+        if event.mimeData().hasFormat(SERIES_MIME_TYPE):
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        uid = series_uid_from_mime(event.mimeData())
+        if uid is None:
+            event.ignore()
+            return
+        event.acceptProposedAction()
+        self.dropped.emit(uid)
+
+
+class ViewportGrid(QWidget):
+    """The central area: viewports in a layout, one active, linked by geometry."""
+
+    active_changed = Signal(object)  # the Viewport now active
+    series_dropped = Signal(object, str)  # (Viewport, series UID) a series was dropped on
+    layout_changed = Signal(str)  # the layout name
+    viewport_changed = Signal(object, object)  # (Viewport, Changed): a model change of any viewport
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewports: list[Viewport] = []
+        self.frames: list[ViewportFrame] = []
+        self._grid = QGridLayout(self)
+        self._grid.setContentsMargins(0, 0, 0, 0)
+        self._grid.setSpacing(0)
+        for _ in range(VIEWPORTS_MAX):
+            viewport = Viewport(self)
+            frame = ViewportFrame(viewport, self)
+            frame.dropped.connect(lambda uid, v=viewport: self._on_dropped(v, uid))
+            viewport.installEventFilter(self)
+            viewport.model.changed.connect(lambda event, v=viewport: self._on_model_changed(v, event))
+            self.viewports.append(viewport)
+            self.frames.append(frame)
+        self._active = self.viewports[0]
+        self._layout = ""
+        self._syncing = False  # linked scrolling in progress: the moves it makes do not propagate
+        self.link_scrolling = True
+        self.show_reference_lines = True
+        self.set_layout("1x1")
+        self.frames[0].set_active(True)
+
+    # -- layout and the active viewport --------------------------------------------------------------------
+
+    @property
+    def layout_name(self) -> str:
+        return self._layout
+
+    @property
+    def active(self) -> Viewport:
+        return self._active
+
+    def visible_viewports(self) -> list[Viewport]:
+        rows, columns = LAYOUTS[self._layout]
+        return self.viewports[: rows * columns]
+
+    def set_layout(self, name: str) -> None:
+        """Show 1, 2 or 4 viewports.  Hidden viewports release their series; the active one stays active when it
+        is still shown, else the first becomes active."""
+        if name not in LAYOUTS:
+            raise ValueError(f"unknown layout {name!r}; use one of {', '.join(LAYOUTS)}")
+        if name == self._layout:
+            return
+        rows, columns = LAYOUTS[name]
+        shown = rows * columns
+        for frame in self.frames:
+            self._grid.removeWidget(frame)
+        for i, frame in enumerate(self.frames):
+            if i < shown:
+                self._grid.addWidget(frame, i // columns, i % columns)
+                frame.show()
+            else:
+                frame.hide()
+                viewport = self.viewports[i]
+                if viewport.model.series is not None:
+                    viewport.set_series(None)  # release the decoded slices of a series nobody sees
+        for r in range(2):
+            self._grid.setRowStretch(r, 1 if r < rows else 0)
+        for c in range(2):
+            self._grid.setColumnStretch(c, 1 if c < columns else 0)
+        self._layout = name
+        if self._active not in self.visible_viewports():
+            self.set_active(self.viewports[0])
+        self.update_links()
+        self.layout_changed.emit(name)
+
+    def set_active(self, viewport: Viewport) -> None:
+        if viewport is self._active or viewport not in self.viewports:
+            return
+        self._active = viewport
+        for v, frame in zip(self.viewports, self.frames, strict=True):
+            frame.set_active(v is viewport)
+        self.update_links()
+        self.active_changed.emit(viewport)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if event.type() in (QEvent.Type.MouseButtonPress, QEvent.Type.FocusIn, QEvent.Type.Wheel) \
+                and isinstance(watched, Viewport):
+            self.set_active(watched)
+        return False
+
+    def _on_dropped(self, viewport: Viewport, uid: str) -> None:
+        self.set_active(viewport)
+        self.series_dropped.emit(viewport, uid)
+
+    # -- linked views -------------------------------------------------------------------------------------
+
+    def set_link_scrolling(self, enabled: bool) -> None:
+        self.link_scrolling = bool(enabled)
+        if self.link_scrolling:
+            self._follow(self._active)
+
+    def set_reference_lines_visible(self, visible: bool) -> None:
+        self.show_reference_lines = bool(visible)
+        self.update_links()
+
+    def _on_model_changed(self, viewport: Viewport, event: Changed) -> None:
+        if event.aspects & {vm.INDEX, vm.SERIES}:
+            if viewport is self._active and not self._syncing and self.link_scrolling:
+                self._follow(viewport)
+            self.update_links()
+        self.viewport_changed.emit(viewport, event)
+
+    def linked_viewports(self, source: Viewport) -> list[Viewport]:
+        """The other visible viewports whose series can scroll with `source`'s (same frame, parallel slices)."""
+        geometry = source.series_geometry()
+        if geometry is None:
+            return []
+        out = []
+        for v in self.visible_viewports():
+            other = v.series_geometry() if v is not source else None
+            if other is not None and geometry.linkable_with(other):
+                out.append(v)
+        return out
+
+    def _follow(self, source: Viewport) -> None:
+        """Move the viewports linked to `source` to their slices nearest `source`'s slice."""
+        plane = source.current_plane()
+        if plane is None:
+            return
+        centre = plane.to_patient((plane.rows - 1) / 2, (plane.columns - 1) / 2)
+        self._syncing = True
+        try:
+            for v in self.linked_viewports(source):
+                index = nearest_slice(v.series_geometry().planes, centre)
+                if index is not None and index != v.model.index:
+                    v.model.set_index(index)
+        finally:
+            self._syncing = False
+
+    def update_links(self) -> None:
+        """Redraw the reference lines of the active viewport's slice on the other visible viewports."""
+        source = self._active
+        plane = source.current_plane() if self.show_reference_lines else None
+        frame = source.series_geometry().frame_of_reference_uid if plane is not None else None
+        for v in self.viewports:
+            lines = []
+            if plane is not None and v is not source and v in self.visible_viewports():
+                geometry = v.series_geometry()
+                target = v.current_plane()
+                if geometry is not None and target is not None and geometry.frame_of_reference_uid == frame:
+                    line = reference_line(plane, target)
+                    if line is not None:
+                        lines.append(line)
+            v.set_reference_lines(lines)
+
+    def shutdown(self) -> None:
+        for v in self.viewports:
+            v.shutdown()
+
