@@ -29,6 +29,7 @@ SCREEN_AXES = {  # plane -> (screen right, screen down) in patient coordinates
     "coronal": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
     "sagittal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
 }
+PLANE_NORMALS = {plane: np.cross(*[np.asarray(v) for v in axes]) for plane, axes in SCREEN_AXES.items()}
 SLAB_MODES = ("mip", "minip", "mean")
 ALIGN_TOLERANCE = 1e-3  # |direction cosine| within this of 1 counts as "along a patient axis"
 SLAB_MM_MAX = 200.0
@@ -88,7 +89,7 @@ class Mpr:
 
     def step_mm(self, plane: str) -> float:
         """The scroll step of `plane`: the volume's spacing along the plane's normal (finest spacing if oblique)."""
-        normal = np.cross(*[np.asarray(v) for v in SCREEN_AXES[plane]])
+        normal = PLANE_NORMALS[plane]
         if self._aligned is not None:
             array_axis, _ = self._aligned[int(np.argmax(np.abs(normal)))]
             return float(self.volume.geometry.spacing[array_axis])
@@ -96,7 +97,7 @@ class Mpr:
 
     def scroll(self, plane: str, steps: int) -> None:
         """Move the crosshair `steps` slices along `plane`'s viewing direction."""
-        normal = np.cross(*[np.asarray(v) for v in SCREEN_AXES[plane]])
+        normal = PLANE_NORMALS[plane]
         self.set_crosshair(self.crosshair + normal * self.step_mm(plane) * steps)
 
     # -- planes ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QWheelEvent
 from PySide6.QtWidgets import QHBoxLayout, QSizePolicy, QWidget
 
-from viewer.dicom.mpr import PLANES, Mpr, PlaneImage
+from viewer.dicom.mpr import PLANE_NORMALS, PLANES, Mpr, PlaneImage
 from viewer.dicom.pixels import Window
 from viewer.dicom.volume import Volume
 
@@ -113,14 +113,9 @@ class PlaneView(QWidget):
         """(the plane seen as a vertical line, the one seen as a horizontal line) in this view."""
         assert self.image is not None
         right = np.asarray(self.image.right)
-        from viewer.dicom.mpr import SCREEN_AXES
-
-        def normal(name: str) -> np.ndarray:
-            r, d = (np.asarray(v) for v in SCREEN_AXES[name])
-            return np.cross(r, d)
-
         a, b = others
-        return (a, b) if abs(float(np.dot(normal(a), right))) > abs(float(np.dot(normal(b), right))) else (b, a)
+        along = {name: abs(float(np.dot(PLANE_NORMALS[name], right))) for name in others}
+        return (a, b) if along[a] > along[b] else (b, a)
 
     # -- input ----------------------------------------------------------------------------------------------
 
