@@ -98,3 +98,76 @@ def test_bad_arguments() -> None:
         Mpr(volume).plane("oblique")
     with pytest.raises(ValueError, match="unknown slab mode"):
         Mpr(volume).plane("axial", slab_mm=4, mode="max")
+
+
+def test_rotated_planes_still_cut_the_sphere_through_its_centre(mpr: Mpr) -> None:
+    try:
+        mpr.rotate("axial", 30.0)
+        assert not mpr.is_rotated("axial") and mpr.is_rotated("coronal") and mpr.is_rotated("sagittal")
+        for name in ("coronal", "sagittal"):
+            right, down = mpr.axes(name)
+            assert float(right @ down) == pytest.approx(0.0, abs=1e-9)
+            assert float(mpr.normal(name) @ mpr.normal("axial")) == pytest.approx(0.0, abs=1e-9)  # still upright
+            image = mpr.plane(name)
+            r, c, diameter = disc(image)
+            assert diameter == pytest.approx(2 * RADIUS, abs=2.0), name
+            assert abs(r - image.crosshair[0]) <= 2 and abs(c - image.crosshair[1]) <= 2, name
+            assert image.to_patient(*image.crosshair) == pytest.approx(CENTRE, abs=1.0)
+        coarse = mpr.plane("coronal", pixels_max=64)  # the interactive level of detail
+        assert max(coarse.data.shape) <= 64 and disc(coarse)[2] == pytest.approx(2 * RADIUS, abs=4.0)
+    finally:
+        mpr.reset_rotation()
+    assert not mpr.rotated
+
+
+def rod_volume(direction):
+    """The sphere phantom's volume with its contents replaced by a rod 3 mm thick through CENTRE along
+    `direction` (unit, patient)."""
+    geoms, pixels = stack(rows=96, cols=96, count=64, row_spacing=0.8, col_spacing=0.6, slice_gaps=[1.2] * 63,
+                          origin=(-20.0, -40.0, 2.0))
+    _, volume = build(geoms, pixels)
+    g = volume.geometry
+    k, j, i = np.indices(g.shape)
+    points = np.stack([i, j, k, np.ones_like(i)], axis=-1) @ g.matrix().T
+    rel = points[..., :3] - CENTRE
+    along = rel @ direction
+    distance = np.linalg.norm(rel - along[..., None] * direction, axis=-1)
+    volume.data[...] = np.where(distance <= 1.5, INSIDE, -INSIDE).astype(volume.data.dtype)
+    return volume
+
+
+def stripe_mm(image) -> float:
+    """Length of the inside run on the crosshair's row."""
+    row = image.data[int(round(image.crosshair[0]))] > 0
+    return float(row.sum() * image.spacing[1])
+
+
+def test_a_rotation_brings_an_oblique_rod_into_the_coronal_plane() -> None:
+    angle = np.radians(30.0)
+    mpr = Mpr(rod_volume(np.array([np.cos(angle), np.sin(angle), 0.0])))  # in the axial plane, 30 deg off x
+    mpr.set_crosshair(CENTRE)
+    assert stripe_mm(mpr.plane("coronal")) < 8.0  # the straight coronal plane cuts the rod across
+    mpr.rotate("axial", -30.0)  # the wrong way: 60 degrees off
+    assert stripe_mm(mpr.plane("coronal")) < 8.0
+    mpr.reset_rotation()
+    mpr.rotate("axial", 30.0)  # clockwise on the axial screen (towards posterior): along the rod
+    assert stripe_mm(mpr.plane("coronal")) > 40.0
+    assert mpr.axes("coronal")[0] == pytest.approx([np.cos(angle), np.sin(angle), 0.0], abs=1e-9)
+    with pytest.raises(ValueError):
+        mpr.rotate("oblique", 5.0)
+
+
+def test_a_crosshair_move_within_a_turned_plane_reuses_its_image() -> None:
+    geoms, pixels = stack(rows=96, cols=96, count=64, row_spacing=0.8, col_spacing=0.6, slice_gaps=[1.2] * 63,
+                          origin=(-20.0, -40.0, 2.0))
+    mpr = Mpr(build(geoms, pixels)[1])
+    mpr.set_crosshair(CENTRE)
+    mpr.rotate("axial", 25.0)
+    first = mpr.plane("coronal")
+    mpr.scroll("axial", 4)  # along z: inside the turned coronal plane
+    moved = mpr.plane("coronal")
+    assert moved.data is first.data  # not resampled again
+    assert moved.crosshair[0] == pytest.approx(first.crosshair[0] - 4 * mpr.step_mm("axial") / first.spacing[0])
+    assert moved.to_patient(*moved.crosshair) == pytest.approx(mpr.crosshair, abs=1e-6)
+    mpr.scroll("coronal", 2)  # across it: a new image
+    assert mpr.plane("coronal").data is not first.data

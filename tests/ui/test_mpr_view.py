@@ -85,3 +85,57 @@ def test_the_wheel_scrolls_through_the_plane(panel: MprPanel, qtbot) -> None:
     axial.wheelEvent(event)
     step = panel.mpr.step_mm("axial")
     assert panel.mpr.crosshair[2] - before[2] == pytest.approx(2 * step, abs=1e-6)
+
+
+def send_mouse(widget, kind, point: QPointF, buttons, modifiers=Qt.KeyboardModifier.ControlModifier) -> None:
+    from PySide6.QtGui import QMouseEvent
+    from PySide6.QtWidgets import QApplication
+
+    button = Qt.MouseButton.LeftButton if kind != QMouseEvent.Type.MouseMove else Qt.MouseButton.NoButton
+    event = QMouseEvent(kind, point, widget.mapToGlobal(point), button, buttons, modifiers)
+    QApplication.sendEvent(widget, event)
+
+
+def line_angle(pixels: np.ndarray, colour) -> float:
+    """The direction (degrees, clockwise on screen, folded into -90..90) of the pixels of `colour`."""
+    target = np.array([colour.red(), colour.green(), colour.blue()])
+    ys, xs = np.nonzero(np.abs(pixels.astype(int) - target).sum(axis=2) <= 40)
+    assert len(xs) > 50
+    xy = np.stack([xs - xs.mean(), ys - ys.mean()])
+    _, vectors = np.linalg.eigh(xy @ xy.T)
+    dx, dy = vectors[:, -1]
+    return (np.degrees(np.arctan2(dy, dx)) + 90.0) % 180.0 - 90.0
+
+
+def test_ctrl_drag_turns_the_other_planes_and_their_lines(panel: MprPanel, qtbot) -> None:
+    from PySide6.QtGui import QMouseEvent
+
+    from viewer.ui.mpr_view import PLANE_COLORS
+
+    axial = panel.views["axial"]
+    coronal_colour = PLANE_COLORS["coronal"]
+    start_angle = line_angle(grabbed(axial), coronal_colour)
+    assert abs(start_angle) < 1.0  # the coronal plane is a horizontal line on the axial view
+    centre = axial.plane_to_widget(*axial.image.crosshair)
+    held = Qt.MouseButton.LeftButton
+    send_mouse(axial, QMouseEvent.Type.MouseButtonPress, centre + QPointF(100, 0), held)
+    for degrees in (10, 20, 30):  # around the crosshair, clockwise on screen
+        a = np.radians(degrees)
+        send_mouse(axial, QMouseEvent.Type.MouseMove, centre + QPointF(100 * np.cos(a), 100 * np.sin(a)), held)
+    assert panel._interactive  # coarse planes while the button is down
+    send_mouse(axial, QMouseEvent.Type.MouseButtonRelease, centre + QPointF(100 * np.cos(a), 100 * np.sin(a)),
+               Qt.MouseButton.NoButton)
+    assert not panel._interactive
+    right, _ = panel.mpr.axes("coronal")
+    turned = np.degrees(np.arctan2(right @ panel.mpr.axes("axial")[1], right @ panel.mpr.axes("axial")[0]))
+    assert turned == pytest.approx(30.0, abs=0.5)
+    assert not panel.mpr.is_rotated("axial")
+    qtbot.waitUntil(lambda: abs(line_angle(grabbed(axial), coronal_colour) - 30.0) < 2.0, timeout=3000)
+    # the turned coronal plane still cuts the sphere through its centre: a round disc on the crosshair
+    view = panel.views["coronal"]
+    x, y, width, height = white_disc(grabbed(view))
+    px_per_mm = view.image_rect().width() / (view.image.data.shape[1] * view.image.spacing[1])
+    assert width == pytest.approx(2 * RADIUS * px_per_mm, rel=0.1)
+    assert height == pytest.approx(2 * RADIUS * px_per_mm, rel=0.1)
+    panel.reset_rotation()
+    qtbot.waitUntil(lambda: abs(line_angle(grabbed(axial), coronal_colour)) < 1.0, timeout=3000)

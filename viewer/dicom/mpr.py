@@ -13,6 +13,11 @@ pixel spacing (row, column) in mm that the view uses for the physical aspect.  W
 the patient axes (an ordinary axial, coronal or sagittal acquisition, any flips), a plane is a slice of the array,
 transposed and flipped, with no interpolation: fast enough to update three planes on every mouse move.  Oblique
 volumes are resampled (trilinear) on an isotropic grid of the volume's finest spacing.
+
+Oblique planes: :meth:`Mpr.rotate` turns the other two planes about one plane's viewing direction (through the
+crosshair), as a reader does to follow a vessel or a spine that is not straight; those planes are then resampled
+whatever the volume.  ``pixels_max`` bounds a resampled plane per side: the views ask for a coarse plane while the
+mouse moves and the full one when it stops (level of detail, as in the volume rendering).
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ SLAB_MODES = ("mip", "minip", "mean")
 ALIGN_TOLERANCE = 1e-3  # |direction cosine| within this of 1 counts as "along a patient axis"
 SLAB_MM_MAX = 200.0
 OBLIQUE_PIXELS_MAX = 1024  # per side of a resampled plane
+INTERACTIVE_PIXELS_MAX = 256  # per side of a resampled plane while the mouse moves
 
 
 @dataclass(frozen=True)
@@ -63,6 +69,46 @@ class Mpr:
         self._axes = np.array([g.normal, g.column_direction, g.row_direction])  # array axis (k, j, i) -> patient
         self._aligned = self._axis_map() if self._is_aligned() else None
         self.crosshair = g.to_patient([(n - 1) / 2 for n in g.shape])
+        self._plane_axes = dict(_DEFAULT_AXES)
+        self._centre = g.to_patient([(n - 1) / 2 for n in g.shape])
+        self._corners = np.array([g.to_patient((k, j, i)) for k in (0, g.shape[0] - 1) for j in (0, g.shape[1] - 1)
+                                  for i in (0, g.shape[2] - 1)])
+        self._resampled: dict[str, tuple[tuple, PlaneImage]] = {}  # the last resampled image of each plane
+
+    # -- orientation of the planes -----------------------------------------------------------------------------
+
+    def axes(self, plane: str) -> tuple[np.ndarray, np.ndarray]:
+        """(screen right, screen down) of `plane` in patient coordinates (unit vectors)."""
+        return self._plane_axes[plane]
+
+    def normal(self, plane: str) -> np.ndarray:
+        """The viewing direction of `plane` (right x down)."""
+        right, down = self._plane_axes[plane]
+        return np.cross(right, down)
+
+    def rotate(self, about: str, degrees: float) -> None:
+        """Turn the two other planes by `degrees` about `about`'s viewing direction, through the crosshair.  On
+        `about`'s screen a positive angle turns their lines clockwise."""
+        if about not in SCREEN_AXES:
+            raise ValueError(f"unknown plane {about!r}; use one of {', '.join(PLANES)}")
+        turn = _rotation(self.normal(about), float(degrees))
+        for plane in PLANES:
+            if plane != about:
+                right, down = self._plane_axes[plane]
+                right, down = turn @ right, turn @ down
+                down = down - right * float(down @ right)  # keep them orthonormal over many small turns
+                self._plane_axes[plane] = (right / np.linalg.norm(right), down / np.linalg.norm(down))
+
+    def reset_rotation(self) -> None:
+        self._plane_axes = dict(_DEFAULT_AXES)
+
+    def is_rotated(self, plane: str) -> bool:
+        return not all(np.allclose(a, b, atol=1e-9) for a, b in zip(self._plane_axes[plane], _DEFAULT_AXES[plane],
+                                                                      strict=True))
+
+    @property
+    def rotated(self) -> bool:
+        return any(self.is_rotated(p) for p in PLANES)
 
     # -- geometry -------------------------------------------------------------------------------------------
 
@@ -89,28 +135,30 @@ class Mpr:
 
     def step_mm(self, plane: str) -> float:
         """The scroll step of `plane`: the volume's spacing along the plane's normal (finest spacing if oblique)."""
-        normal = PLANE_NORMALS[plane]
-        if self._aligned is not None:
+        normal = self.normal(plane)
+        if self._aligned is not None and not self.is_rotated(plane):
             array_axis, _ = self._aligned[int(np.argmax(np.abs(normal)))]
             return float(self.volume.geometry.spacing[array_axis])
         return float(min(self.volume.geometry.spacing))
 
     def scroll(self, plane: str, steps: int) -> None:
         """Move the crosshair `steps` slices along `plane`'s viewing direction."""
-        normal = PLANE_NORMALS[plane]
+        normal = self.normal(plane)
         self.set_crosshair(self.crosshair + normal * self.step_mm(plane) * steps)
 
     # -- planes ---------------------------------------------------------------------------------------------
 
-    def plane(self, plane: str, *, slab_mm: float = 0.0, mode: str = "mip") -> PlaneImage:
+    def plane(self, plane: str, *, slab_mm: float = 0.0, mode: str = "mip",
+              pixels_max: int = OBLIQUE_PIXELS_MAX) -> PlaneImage:
+        """`plane` through the crosshair; a resampled plane has at most `pixels_max` pixels a side."""
         if plane not in SCREEN_AXES:
             raise ValueError(f"unknown plane {plane!r}; use one of {', '.join(PLANES)}")
         if mode not in SLAB_MODES:
             raise ValueError(f"unknown slab mode {mode!r}; use one of {', '.join(SLAB_MODES)}")
         slab_mm = min(max(float(slab_mm), 0.0), SLAB_MM_MAX)
-        if self._aligned is not None:
+        if self._aligned is not None and not self.is_rotated(plane):
             return self._aligned_plane(plane, slab_mm, mode)
-        return self._oblique_plane(plane, slab_mm, mode)
+        return self._oblique_plane(plane, slab_mm, mode, min(max(int(pixels_max), 16), OBLIQUE_PIXELS_MAX))
 
     def planes(self, **kw) -> dict[str, PlaneImage]:
         return {p: self.plane(p, **kw) for p in PLANES}
@@ -153,17 +201,31 @@ class Mpr:
         return PlaneImage(plane, np.ascontiguousarray(image), origin, right.astype(float), down.astype(float),
                           spacing, (float(cross[0]), float(cross[1])))
 
-    def _oblique_plane(self, plane: str, slab_mm: float, mode: str) -> PlaneImage:
-        g = self.volume.geometry
-        right, down = (np.asarray(v, dtype=float) for v in SCREEN_AXES[plane])
+    def _oblique_plane(self, plane: str, slab_mm: float, mode: str, pixels_max: int) -> PlaneImage:
+        """A resampled plane.  Its grid is anchored on the volume centre's projection, not on the crosshair, so
+        the image depends only on where the plane lies: a crosshair move within the plane reuses it."""
+        right, down = self._plane_axes[plane]
         normal = np.cross(right, down)
+        anchor = self._centre + normal * float((self.crosshair - self._centre) @ normal)
+        key = (tuple(right), tuple(down), round(float(self.crosshair @ normal), 6), slab_mm, mode, pixels_max)
+        cached = self._resampled.get(plane)
+        if cached is not None and cached[0] == key:
+            image = cached[1]
+        else:
+            image = self._resample(plane, anchor, right, down, normal, slab_mm, mode, pixels_max)
+            self._resampled[plane] = (key, image)
+        rel = self.crosshair - image.origin
+        cross = (float(rel @ down) / image.spacing[0], float(rel @ right) / image.spacing[1])
+        return PlaneImage(plane, image.data, image.origin, right, down, image.spacing, cross)
+
+    def _resample(self, plane: str, anchor: np.ndarray, right: np.ndarray, down: np.ndarray, normal: np.ndarray,
+                  slab_mm: float, mode: str, pixels_max: int) -> PlaneImage:
+        g = self.volume.geometry
         step = float(min(g.spacing))
-        corners = np.array([g.to_patient((k, j, i)) for k in (0, g.shape[0] - 1) for j in (0, g.shape[1] - 1)
-                            for i in (0, g.shape[2] - 1)])
-        rel = corners - self.crosshair
+        rel = self._corners - anchor
         r_lo, r_hi = (rel @ right).min(), (rel @ right).max()
         d_lo, d_hi = (rel @ down).min(), (rel @ down).max()
-        step = max(step, max(r_hi - r_lo, d_hi - d_lo) / OBLIQUE_PIXELS_MAX)
+        step = max(step, max(r_hi - r_lo, d_hi - d_lo) / (pixels_max - 1) * (1 + 1e-9))  # samples include both ends
         cols = np.arange(r_lo, r_hi + step / 2, step)
         rows = np.arange(d_lo, d_hi + step / 2, step)
         offsets = [0.0]
@@ -172,40 +234,61 @@ class Mpr:
             offsets = list(np.arange(-half, half + step / 2, step))
         samples = []
         for offset in offsets:
-            points = (self.crosshair + normal * offset)[None, None, :] + rows[:, None, None] * down + \
+            points = (anchor + normal * offset)[None, None, :] + rows[:, None, None] * down + \
                 cols[None, :, None] * right
             samples.append(_trilinear(self.volume, points))
         stack = np.stack(samples)
         image = stack[0] if len(samples) == 1 else {"mip": np.nanmax, "minip": np.nanmin, "mean": np.nanmean}[mode](stack, axis=0)
         fill = float(np.min(self.volume.data))
         image = np.where(np.isnan(image), fill, image).astype(np.float32)
-        origin = self.crosshair + right * cols[0] + down * rows[0]
-        cross = (float(-rows[0] / step), float(-cols[0] / step))
-        return PlaneImage(plane, image, origin, right, down, (step, step), cross)
+        image.setflags(write=False)  # shared by the PlaneImages made from the cache
+        origin = anchor + right * cols[0] + down * rows[0]
+        return PlaneImage(plane, image, origin, right, down, (step, step), (0.0, 0.0))
+
+
+_DEFAULT_AXES = {plane: (np.asarray(r, dtype=float), np.asarray(d, dtype=float)) for plane, (r, d) in SCREEN_AXES.items()}
+
+
+def _rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
+    """The rotation matrix of `degrees` about `axis` (right-handed, Rodrigues)."""
+    axis = np.asarray(axis, dtype=float) / np.linalg.norm(axis)
+    a = np.radians(degrees)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k)
 
 
 def _trilinear(volume: Volume, points: np.ndarray) -> np.ndarray:
-    """Sample the volume at patient points (..., 3) by trilinear interpolation; NaN outside."""
+    """Sample the volume at patient points (..., 3) by trilinear interpolation; NaN outside.  Only the points
+    inside are interpolated, from flat indices into the array (seven lerps per point, float32)."""
     g = volume.geometry
     inverse = np.linalg.inv(g.matrix())
     flat = points.reshape(-1, 3)
-    ijk = flat @ inverse[:3, :3].T + inverse[:3, 3]
-    i, j, k = ijk[:, 0], ijk[:, 1], ijk[:, 2]
+    ijk = (flat @ inverse[:3, :3].T + inverse[:3, 3]).astype(np.float32)
     nk, nj, ni = g.shape
+    i, j, k = ijk[:, 0], ijk[:, 1], ijk[:, 2]
     inside = (i >= 0) & (i <= ni - 1) & (j >= 0) & (j <= nj - 1) & (k >= 0) & (k <= nk - 1)
-    i0 = np.clip(np.floor(i).astype(np.int64), 0, max(ni - 2, 0))
-    j0 = np.clip(np.floor(j).astype(np.int64), 0, max(nj - 2, 0))
-    k0 = np.clip(np.floor(k).astype(np.int64), 0, max(nk - 2, 0))
-    fi, fj, fk = (i - i0).astype(np.float32), (j - j0).astype(np.float32), (k - k0).astype(np.float32)
-    d = volume.data
-    out = np.zeros(len(flat), dtype=np.float32)
-    for dk in (0, 1):
-        wk = fk if dk else 1 - fk
-        for dj in (0, 1):
-            wj = fj if dj else 1 - fj
-            for di in (0, 1):
-                wi = fi if di else 1 - fi
-                out += wk * wj * wi * d[np.minimum(k0 + dk, nk - 1), np.minimum(j0 + dj, nj - 1),
-                                        np.minimum(i0 + di, ni - 1)]
-    out[~inside] = np.nan
+    out = np.full(len(flat), np.nan, dtype=np.float32)
+    where = np.flatnonzero(inside)
+    if where.size == 0:
+        return out.reshape(points.shape[:-1])
+    i, j, k = i[where], j[where], k[where]
+    i0 = np.minimum(i.astype(np.int64), max(ni - 2, 0))  # truncation = floor: the points are inside
+    j0 = np.minimum(j.astype(np.int64), max(nj - 2, 0))
+    k0 = np.minimum(k.astype(np.int64), max(nk - 2, 0))
+    fi, fj, fk = i - i0, j - j0, k - k0
+    si, sj, sk = (1 if ni > 1 else 0), (ni if nj > 1 else 0), (ni * nj if nk > 1 else 0)
+    base = (k0 * nj + j0) * ni + i0
+    data = volume.data.reshape(-1)
+
+    def at(offset: int) -> np.ndarray:
+        return data.take(base + offset).astype(np.float32)
+
+    def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+        return a + (b - a) * t
+
+    c00 = lerp(at(0), at(si), fi)
+    c01 = lerp(at(sj), at(sj + si), fi)
+    c10 = lerp(at(sk), at(sk + si), fi)
+    c11 = lerp(at(sk + sj), at(sk + sj + si), fi)
+    out[where] = lerp(lerp(c00, c01, fj), lerp(c10, c11, fj), fk)
     return out.reshape(points.shape[:-1])

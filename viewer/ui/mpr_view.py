@@ -4,18 +4,23 @@ Each :class:`PlaneView` paints one :class:`~viewer.dicom.mpr.PlaneImage` windowe
 its physical aspect (pixel spacing per axis, so a sphere is round on screen whatever the voxel shape), and the
 crosshair as two lines in the other planes' colours.  A left click or drag moves the crosshair (the other two
 planes follow), the wheel scrolls through the plane, and a right drag changes the window like the 2D viewport.
-:class:`MprPanel` owns the :class:`~viewer.dicom.mpr.Mpr` model and keeps the three views in step; slab
-thickness and mode apply to all three.
+Ctrl + left drag turns the other two planes about this plane's viewing direction (oblique MPR): their lines
+turn with the mouse around the crosshair.  :class:`MprPanel` owns the :class:`~viewer.dicom.mpr.Mpr` model and
+keeps the three views in step; slab thickness and mode apply to all three.  While a mouse button is down,
+resampled (oblique) planes are computed coarse (``INTERACTIVE_PIXELS_MAX`` a side) so that the GUI keeps up;
+the full plane follows on release.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QWheelEvent
 from PySide6.QtWidgets import QHBoxLayout, QSizePolicy, QWidget
 
-from viewer.dicom.mpr import PLANE_NORMALS, PLANES, Mpr, PlaneImage
+from viewer.dicom.mpr import INTERACTIVE_PIXELS_MAX, PLANES, Mpr, PlaneImage
 from viewer.dicom.pixels import Window
 from viewer.dicom.volume import Volume
 
@@ -38,6 +43,9 @@ class PlaneView(QWidget):
     clicked_at = Signal(str, object)
     scroll_requested = Signal(str, int)
     window_dragged = Signal(float, float)
+    rotate_requested = Signal(str, float)  # (this plane, degrees clockwise on this screen)
+    drag_started = Signal()
+    drag_finished = Signal()
 
     def __init__(self, plane: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -52,9 +60,14 @@ class PlaneView(QWidget):
         self._drag: str | None = None
         self._last = QPointF()
         self._wheel_rest = 0
+        self._angle = 0.0
+        self.cuts: dict[str, np.ndarray] = {}  # other plane -> direction (patient) of its line in this plane
 
-    def set_plane(self, image: PlaneImage, window: Window) -> None:
+    def set_plane(self, image: PlaneImage, window: Window, cuts: dict[str, np.ndarray] | None = None) -> None:
+        """Show `image`; `cuts` gives, for each other plane, the direction of the line where it cuts this one."""
         self.image = image
+        if cuts is not None:
+            self.cuts = cuts
         self._pixels = np.ascontiguousarray(window_to_uint8(image.data, window))
         rows, cols = self._pixels.shape
         self._qimage = QImage(self._pixels.data, cols, rows, cols, QImage.Format.Format_Grayscale8)
@@ -95,50 +108,80 @@ class PlaneView(QWidget):
                 return
             p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
             p.drawImage(self.image_rect(), self._qimage)
-            centre = self.plane_to_widget(*self.image.crosshair)
-            rect = self.image_rect()
-            others = [name for name in PLANES if name != self.plane_name]
-            # a vertical line is where the plane whose normal is "screen right" cuts this one, and so on
-            vertical, horizontal = self._cutting_planes(others)
-            p.setPen(QPen(PLANE_COLORS[vertical], 1))
-            p.drawLine(QPointF(centre.x(), rect.top()), QPointF(centre.x(), rect.bottom()))
-            p.setPen(QPen(PLANE_COLORS[horizontal], 1))
-            p.drawLine(QPointF(rect.left(), centre.y()), QPointF(rect.right(), centre.y()))
+            p.save()
+            p.setClipRect(self.image_rect())
+            for name, (a, b) in self.cut_lines().items():
+                p.setPen(QPen(PLANE_COLORS[name], 1))
+                p.drawLine(a, b)
+            p.restore()
             p.setPen(QPen(PLANE_COLORS[self.plane_name], 2))
             p.drawRect(self.rect().adjusted(1, 1, -1, -1))
         finally:
             p.end()
 
-    def _cutting_planes(self, others: list[str]) -> tuple[str, str]:
-        """(the plane seen as a vertical line, the one seen as a horizontal line) in this view."""
-        assert self.image is not None
-        right = np.asarray(self.image.right)
-        a, b = others
-        along = {name: abs(float(np.dot(PLANE_NORMALS[name], right))) for name in others}
-        return (a, b) if along[a] > along[b] else (b, a)
+    def cut_lines(self) -> dict[str, tuple[QPointF, QPointF]]:
+        """For each other plane, two widget points of its line through the crosshair, beyond the image."""
+        if self.image is None:
+            return {}
+        image = self.image
+        row, col = image.crosshair
+        reach = 2.0 * max(image.data.shape)
+        out = {}
+        for name, direction in self.cuts.items():
+            d_row = float(np.dot(direction, image.down)) / image.spacing[0]
+            d_col = float(np.dot(direction, image.right)) / image.spacing[1]
+            norm = math.hypot(d_row, d_col)
+            if norm < 1e-9:
+                continue  # parallel to this plane: no line
+            d_row, d_col = d_row / norm * reach, d_col / norm * reach
+            out[name] = (self.plane_to_widget(row - d_row, col - d_col), self.plane_to_widget(row + d_row, col + d_col))
+        return out
 
     # -- input ----------------------------------------------------------------------------------------------
 
     def mousePressEvent(self, event: QMouseEvent) -> None:
         if self.image is None:
             return
-        if event.button() == Qt.MouseButton.LeftButton:
+        ctrl = bool(event.modifiers() & Qt.KeyboardModifier.ControlModifier)
+        if event.button() == Qt.MouseButton.LeftButton and ctrl:
+            self._drag = "rotate"
+            self._angle = self._angle_at(event.position())
+        elif event.button() == Qt.MouseButton.LeftButton:
             self._drag = "point"
+            self.drag_started.emit()
             self._point(event.position())
+            return
         elif event.button() == Qt.MouseButton.RightButton:
             self._drag = "window"
             self._last = event.position()
+        else:
+            return
+        self.drag_started.emit()
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:
         if self._drag == "point":
             self._point(event.position())
+        elif self._drag == "rotate":
+            angle = self._angle_at(event.position())
+            delta = (angle - self._angle + 180.0) % 360.0 - 180.0
+            self._angle = angle
+            if delta:
+                self.rotate_requested.emit(self.plane_name, delta)
         elif self._drag == "window":
             delta = event.position() - self._last
             self._last = event.position()
             self.window_dragged.emit(delta.x(), delta.y())
 
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:
-        self._drag = None
+        if self._drag is not None:
+            self._drag = None
+            self.drag_finished.emit()
+
+    def _angle_at(self, position: QPointF) -> float:
+        """The angle (degrees, clockwise on screen) of `position` around the crosshair."""
+        assert self.image is not None
+        centre = self.plane_to_widget(*self.image.crosshair)
+        return math.degrees(math.atan2(position.y() - centre.y(), position.x() - centre.x()))
 
     def _point(self, position: QPointF) -> None:
         assert self.image is not None
@@ -170,6 +213,10 @@ class MprPanel(QWidget):
             view.clicked_at.connect(self._clicked)
             view.scroll_requested.connect(self._scroll)
             view.window_dragged.connect(self._drag_window)
+            view.rotate_requested.connect(self._rotate)
+            view.drag_started.connect(self._drag_started)
+            view.drag_finished.connect(self._drag_finished)
+        self._interactive = False  # a mouse button is down: resampled planes are computed coarse
         self.window = window or self._default_window(volume)
         self.slab_mm, self.slab_mode = 0.0, "mip"
         self.refresh()
@@ -180,8 +227,32 @@ class MprPanel(QWidget):
         return Window(float(lo + hi) / 2, float(max(hi - lo, 1.0)))
 
     def refresh(self) -> None:
+        pixels = {"pixels_max": INTERACTIVE_PIXELS_MAX} if self._interactive else {}
+        normals = {name: self.mpr.normal(name) for name in PLANES}
         for name, view in self.views.items():
-            view.set_plane(self.mpr.plane(name, slab_mm=self.slab_mm, mode=self.slab_mode), self.window)
+            cuts = {other: np.cross(normals[other], normals[name]) for other in PLANES if other != name}
+            view.set_plane(self.mpr.plane(name, slab_mm=self.slab_mm, mode=self.slab_mode, **pixels), self.window,
+                           cuts)
+
+    def rotate(self, plane: str, degrees: float) -> None:
+        """Turn the other two planes about `plane`'s viewing direction (oblique MPR)."""
+        self.mpr.rotate(plane, degrees)
+        self.refresh()
+
+    def reset_rotation(self) -> None:
+        self.mpr.reset_rotation()
+        self.refresh()
+
+    def _rotate(self, plane: str, degrees: float) -> None:
+        self.rotate(plane, degrees)
+
+    def _drag_started(self) -> None:
+        self._interactive = True
+
+    def _drag_finished(self) -> None:
+        self._interactive = False
+        if self.mpr.rotated or not self.mpr.aligned:
+            self.refresh()  # the full-resolution planes
 
     def set_crosshair(self, point) -> None:
         self.mpr.set_crosshair(point)

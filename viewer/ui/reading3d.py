@@ -2,13 +2,23 @@
 assembly had to say (gantry tilt corrected, slices missing, downsampled for the memory cap) in a line on top.
 
 The volume is built off the GUI thread by the main window (cancellable, with progress); this window only shows
-it.  Its slab controls (thickness, MIP / MinIP / mean) act on all three MPR planes.
+it.  Its slab controls (thickness, MIP / MinIP / mean) act on all three MPR planes; "Straighten" undoes the
+oblique turns made with Ctrl + drag.
 """
 
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QComboBox, QDoubleSpinBox, QHBoxLayout, QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDoubleSpinBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
 from viewer.dicom.mpr import SLAB_MM_MAX, SLAB_MODES
 from viewer.dicom.volume import Volume
@@ -43,6 +53,12 @@ class Reading3DWindow(QWidget):
         controls.addWidget(QLabel("MPR:", self))
         controls.addWidget(self.slab)
         controls.addWidget(self.slab_mode)
+        self.straighten = QPushButton("Straighten", self)
+        self.straighten.setToolTip("Back to straight axial, coronal and sagittal planes")
+        self.straighten.clicked.connect(self.mpr.reset_rotation)
+        controls.addWidget(self.straighten)
+        controls.addWidget(QLabel("Click: move the crosshair · wheel: scroll · right drag: window · "
+                                  "Ctrl + drag: turn the other planes (oblique)", self))
         controls.addStretch(1)
         split = QSplitter(Qt.Orientation.Vertical, self)
         top = QWidget(split)
