@@ -139,3 +139,28 @@ def test_ctrl_drag_turns_the_other_planes_and_their_lines(panel: MprPanel, qtbot
     assert height == pytest.approx(2 * RADIUS * px_per_mm, rel=0.1)
     panel.reset_rotation()
     qtbot.waitUntil(lambda: abs(line_angle(grabbed(axial), coronal_colour)) < 1.0, timeout=3000)
+
+
+def test_turned_planes_show_coarse_at_once_then_full_from_the_worker(qtbot) -> None:
+    geoms, pixels = stack(rows=96, cols=96, count=64, row_spacing=0.8, col_spacing=0.6, slice_gaps=[1.2] * 63,
+                          origin=(-20.0, -40.0, 2.0))
+    _, volume = build(geoms, pixels)
+    panel = MprPanel(volume, window=Window(0, 2000), interactive_pixels=32)
+    qtbot.addWidget(panel)
+    panel.resize(960, 340)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.set_crosshair(CENTRE)
+    assert panel.idle  # straight planes of an aligned volume: array slices, nothing in the background
+    coronal = panel.views["coronal"]
+    panel.rotate("axial", 10.0)
+    panel.rotate("axial", 20.0)  # a second turn before the first plane is ready: only the latest is shown
+    assert max(coronal.image.data.shape) <= 32  # at once, coarse
+    qtbot.waitUntil(lambda: panel.idle and max(coronal.image.data.shape) > 32, timeout=10000)
+    assert coronal.image.right == pytest.approx(panel.mpr.axes("coronal")[0])
+    assert coronal.image.data.shape == panel.mpr.plane("coronal").data.shape
+    x, y, width, height = white_disc(grabbed(coronal))
+    px_per_mm = coronal.image_rect().width() / (coronal.image.data.shape[1] * coronal.image.spacing[1])
+    assert width == pytest.approx(2 * RADIUS * px_per_mm, rel=0.08)
+    assert height == pytest.approx(2 * RADIUS * px_per_mm, rel=0.08)
+    panel.shutdown()

@@ -60,6 +60,21 @@ class PlaneImage:
         return self.origin + self.right * column * self.spacing[1] + self.down * row * self.spacing[0]
 
 
+@dataclass(frozen=True)
+class ResampleRequest:
+    """One resampled plane to compute: where it lies (anchor, axes), slab and resolution; ``key`` identifies it."""
+
+    plane: str
+    key: tuple
+    anchor: np.ndarray
+    right: np.ndarray
+    down: np.ndarray
+    normal: np.ndarray
+    slab_mm: float
+    mode: str
+    pixels_max: int
+
+
 class Mpr:
     """Three planes of one volume through a crosshair.  Not thread-safe (one per view)."""
 
@@ -73,7 +88,8 @@ class Mpr:
         self._centre = g.to_patient([(n - 1) / 2 for n in g.shape])
         self._corners = np.array([g.to_patient((k, j, i)) for k in (0, g.shape[0] - 1) for j in (0, g.shape[1] - 1)
                                   for i in (0, g.shape[2] - 1)])
-        self._resampled: dict[str, tuple[tuple, PlaneImage]] = {}  # the last resampled image of each plane
+        # the last resampled image of each plane, coarse and full (at most 2 x 3 images)
+        self._resampled: dict[tuple[str, int], tuple[tuple, PlaneImage]] = {}
 
     # -- orientation of the planes -----------------------------------------------------------------------------
 
@@ -148,6 +164,29 @@ class Mpr:
 
     # -- planes ---------------------------------------------------------------------------------------------
 
+    def resample_request(self, plane: str, *, slab_mm: float = 0.0, mode: str = "mip",
+                         pixels_max: int = OBLIQUE_PIXELS_MAX) -> ResampleRequest | None:
+        """What resampling `plane` now needs (None: it is a plain array slice).  With :meth:`resample` (pure,
+        safe in a worker thread) and :meth:`adopt` (back on the owner's thread), a view computes turned planes in
+        the background; :meth:`plane` then finds them ready."""
+        if self._aligned is not None and not self.is_rotated(plane):
+            return None
+        right, down = self._plane_axes[plane]
+        normal = np.cross(right, down)
+        slab_mm = min(max(float(slab_mm), 0.0), SLAB_MM_MAX)
+        pixels_max = min(max(int(pixels_max), 16), OBLIQUE_PIXELS_MAX)
+        key = (tuple(right), tuple(down), round(float(self.crosshair @ normal), 6), slab_mm, mode, pixels_max)
+        anchor = self._centre + normal * float((self.crosshair - self._centre) @ normal)
+        return ResampleRequest(plane, key, anchor, right, down, normal, slab_mm, mode, pixels_max)
+
+    def has(self, request: ResampleRequest) -> bool:
+        """Whether the image `request` asks for is already at hand."""
+        cached = self._resampled.get((request.plane, request.pixels_max))
+        return cached is not None and cached[0] == request.key
+
+    def adopt(self, request: ResampleRequest, image: PlaneImage) -> None:
+        self._resampled[(request.plane, request.pixels_max)] = (request.key, image)
+
     def plane(self, plane: str, *, slab_mm: float = 0.0, mode: str = "mip",
               pixels_max: int = OBLIQUE_PIXELS_MAX) -> PlaneImage:
         """`plane` through the crosshair; a resampled plane has at most `pixels_max` pixels a side."""
@@ -156,9 +195,10 @@ class Mpr:
         if mode not in SLAB_MODES:
             raise ValueError(f"unknown slab mode {mode!r}; use one of {', '.join(SLAB_MODES)}")
         slab_mm = min(max(float(slab_mm), 0.0), SLAB_MM_MAX)
-        if self._aligned is not None and not self.is_rotated(plane):
+        request = self.resample_request(plane, slab_mm=slab_mm, mode=mode, pixels_max=pixels_max)
+        if request is None:
             return self._aligned_plane(plane, slab_mm, mode)
-        return self._oblique_plane(plane, slab_mm, mode, min(max(int(pixels_max), 16), OBLIQUE_PIXELS_MAX))
+        return self._oblique_plane(request)
 
     def planes(self, **kw) -> dict[str, PlaneImage]:
         return {p: self.plane(p, **kw) for p in PLANES}
@@ -201,25 +241,21 @@ class Mpr:
         return PlaneImage(plane, np.ascontiguousarray(image), origin, right.astype(float), down.astype(float),
                           spacing, (float(cross[0]), float(cross[1])))
 
-    def _oblique_plane(self, plane: str, slab_mm: float, mode: str, pixels_max: int) -> PlaneImage:
+    def _oblique_plane(self, request: ResampleRequest) -> PlaneImage:
         """A resampled plane.  Its grid is anchored on the volume centre's projection, not on the crosshair, so
         the image depends only on where the plane lies: a crosshair move within the plane reuses it."""
-        right, down = self._plane_axes[plane]
-        normal = np.cross(right, down)
-        anchor = self._centre + normal * float((self.crosshair - self._centre) @ normal)
-        key = (tuple(right), tuple(down), round(float(self.crosshair @ normal), 6), slab_mm, mode, pixels_max)
-        cached = self._resampled.get(plane)
-        if cached is not None and cached[0] == key:
-            image = cached[1]
-        else:
-            image = self._resample(plane, anchor, right, down, normal, slab_mm, mode, pixels_max)
-            self._resampled[plane] = (key, image)
+        if not self.has(request):
+            self.adopt(request, self.resample(request))
+        image = self._resampled[(request.plane, request.pixels_max)][1]
+        right, down = request.right, request.down
         rel = self.crosshair - image.origin
         cross = (float(rel @ down) / image.spacing[0], float(rel @ right) / image.spacing[1])
-        return PlaneImage(plane, image.data, image.origin, right, down, image.spacing, cross)
+        return PlaneImage(request.plane, image.data, image.origin, right, down, image.spacing, cross)
 
-    def _resample(self, plane: str, anchor: np.ndarray, right: np.ndarray, down: np.ndarray, normal: np.ndarray,
-                  slab_mm: float, mode: str, pixels_max: int) -> PlaneImage:
+    def resample(self, request: ResampleRequest) -> PlaneImage:
+        """Resample the plane of `request` (reads the volume only: safe in a worker thread)."""
+        plane, anchor, right, down, normal = request.plane, request.anchor, request.right, request.down, request.normal
+        slab_mm, mode, pixels_max = request.slab_mm, request.mode, request.pixels_max
         g = self.volume.geometry
         step = float(min(g.spacing))
         rel = self._corners - anchor

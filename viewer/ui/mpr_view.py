@@ -7,8 +7,10 @@ planes follow), the wheel scrolls through the plane, and a right drag changes th
 Ctrl + left drag turns the other two planes about this plane's viewing direction (oblique MPR): their lines
 turn with the mouse around the crosshair.  :class:`MprPanel` owns the :class:`~viewer.dicom.mpr.Mpr` model and
 keeps the three views in step; slab thickness and mode apply to all three.  While a mouse button is down,
-resampled (oblique) planes are computed coarse (``INTERACTIVE_PIXELS_MAX`` a side) so that the GUI keeps up;
-the full plane follows on release.
+resampled (oblique) planes are computed coarse (``INTERACTIVE_PIXELS_MAX`` a side) so that the GUI keeps up.
+Otherwise a resampled plane that is not at hand is shown coarse at once and computed in full in a worker
+thread (one at a time, only the latest wanted for each plane); it replaces the coarse one when it is ready and
+still wanted, so that wheel steps and clicks never wait for a full resampling.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QImage, QMouseEvent, QPainter, QPaintEvent, QPen, QWheelEvent
 from PySide6.QtWidgets import QHBoxLayout, QSizePolicy, QWidget
 
-from viewer.dicom.mpr import INTERACTIVE_PIXELS_MAX, PLANES, Mpr, PlaneImage
+from viewer.dicom.mpr import (
+    INTERACTIVE_PIXELS_MAX,
+    OBLIQUE_PIXELS_MAX,
+    PLANES,
+    Mpr,
+    PlaneImage,
+    ResampleRequest,
+)
 from viewer.dicom.pixels import Window
 from viewer.dicom.volume import Volume
+from viewer.ui.workers import TaskRunner
 
 PLANE_COLORS = {"axial": QColor(255, 80, 80), "coronal": QColor(80, 220, 80), "sagittal": QColor(90, 150, 255)}
 WHEEL_STEP = 120
@@ -200,10 +210,19 @@ class MprPanel(QWidget):
     """Three linked plane views of one volume (see the module docstring)."""
 
     crosshair_changed = Signal(object)  # patient point, after every move
+    plane_ready = Signal(str)  # a plane resampled in the background is now shown in full
 
-    def __init__(self, volume: Volume, parent: QWidget | None = None, *, window: Window | None = None) -> None:
+    def __init__(self, volume: Volume, parent: QWidget | None = None, *, window: Window | None = None,
+                 background: bool = True, interactive_pixels: int = INTERACTIVE_PIXELS_MAX) -> None:
+        """`background`: compute full resampled planes in a worker (False: on the spot, as a script would);
+        `interactive_pixels`: the side of a coarse plane."""
         super().__init__(parent)
+        self._coarse_pixels = interactive_pixels
         self.mpr = Mpr(volume)
+        self._background = background
+        self._runner = TaskRunner(self, max_threads=1, name="mpr resampling")
+        self._wanted: dict[str, ResampleRequest] = {}  # the latest full plane wanted, per plane
+        self._running = False
         self.views = {name: PlaneView(name, self) for name in PLANES}
         layout = QHBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -227,12 +246,50 @@ class MprPanel(QWidget):
         return Window(float(lo + hi) / 2, float(max(hi - lo, 1.0)))
 
     def refresh(self) -> None:
-        pixels = {"pixels_max": INTERACTIVE_PIXELS_MAX} if self._interactive else {}
         normals = {name: self.mpr.normal(name) for name in PLANES}
+        full = {"slab_mm": self.slab_mm, "mode": self.slab_mode, "pixels_max": OBLIQUE_PIXELS_MAX}
+        coarse = dict(full, pixels_max=self._coarse_pixels)
         for name, view in self.views.items():
             cuts = {other: np.cross(normals[other], normals[name]) for other in PLANES if other != name}
-            view.set_plane(self.mpr.plane(name, slab_mm=self.slab_mm, mode=self.slab_mode, **pixels), self.window,
-                           cuts)
+            request = self.mpr.resample_request(name, **full)
+            later = request is not None and (self._interactive or (self._background and not self.mpr.has(request)))
+            if later and not self._interactive:
+                self._wanted[name] = request
+            else:
+                self._wanted.pop(name, None)
+            view.set_plane(self.mpr.plane(name, **(coarse if later else full)), self.window, cuts)
+        self._next()
+
+    @property
+    def idle(self) -> bool:
+        """No full plane is being or waiting to be resampled."""
+        return not self._running and not self._wanted
+
+    def _next(self) -> None:
+        if self._running or not self._wanted:
+            return
+        name = next(iter(self._wanted))
+        request = self._wanted.pop(name)
+        self._running = True
+        mpr = self.mpr
+
+        def done(image: PlaneImage) -> None:
+            mpr.adopt(request, image)
+            current = mpr.resample_request(name, slab_mm=self.slab_mm, mode=self.slab_mode)
+            if current is not None and current.key == request.key and not self._interactive:
+                self.views[name].set_plane(mpr.plane(name, slab_mm=self.slab_mm, mode=self.slab_mode), self.window)
+                self.plane_ready.emit(name)
+
+        def finished() -> None:
+            self._running = False
+            self._next()
+
+        self._runner.submit(lambda progress, cancel: mpr.resample(request), on_done=done, on_finished=finished,
+                            name="mpr plane")
+
+    def shutdown(self) -> None:
+        self._wanted.clear()
+        self._runner.shutdown()
 
     def rotate(self, plane: str, degrees: float) -> None:
         """Turn the other two planes about `plane`'s viewing direction (oblique MPR)."""

@@ -76,5 +76,6 @@ class Reading3DWindow(QWidget):
         self.mpr.set_slab(self.slab.value(), self.slab_mode.currentData())
 
     def closeEvent(self, event) -> None:
+        self.mpr.shutdown()
         self.volume_view.shutdown()
         super().closeEvent(event)
