@@ -6,35 +6,32 @@ needs on top and turns every failure into a :class:`LabError` whose message a pe
 
 from __future__ import annotations
 
-import shlex
 import shutil
 import subprocess
 from pathlib import Path
 
 from mifaslab import config
-from viewer.pacs.clusterlab.host import kill_namespace, netns_list, netns_pids, process_alive
+from viewer.pacs.clusterlab.host import (
+    ClusterLabError,
+    kill_namespace,
+    netns_list,
+    netns_pids,
+    process_alive,
+    run_command,
+)
 
 __all__ = ["LabError", "kill_namespace", "missing_tools", "netns_exists", "netns_list", "netns_pids",
            "process_alive", "run", "setup_network", "tail", "taps_left"]
 
 
-class LabError(Exception):
+class LabError(ClusterLabError):
     """What went wrong, in words; the CLI prints it as one paragraph and exits 1."""
 
 
 def run(argv: list[str], *, timeout_s: float = 30.0, check: bool = True,
         input_text: str | None = None) -> subprocess.CompletedProcess[str]:
-    try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, input=input_text,
-                                stdin=None if input_text is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise LabError(f"'{shlex.join(argv)}' did not finish within {timeout_s:g} s.") from None
-    except OSError as exc:
-        raise LabError(f"cannot run '{argv[0]}': {exc.strerror}.") from None
-    if check and result.returncode != 0:
-        raise LabError(f"'{shlex.join(argv)}' failed (status {result.returncode}): "
-                       f"{(result.stderr or result.stdout).strip()}")
-    return result
+    """A bounded command (the cluster lab's run_command) whose failures are LabErrors."""
+    return run_command(argv, timeout_s=timeout_s, check=check, input_text=input_text, error=LabError)
 
 
 def missing_tools(tools: dict[str, str]) -> list[str]:

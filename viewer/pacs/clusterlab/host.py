@@ -30,18 +30,21 @@ class ClusterLabError(MifasError):
     start, ends with the tail of its log."""
 
 
-def run_command(argv: list[str], *, timeout_s: float = COMMAND_TIMEOUT_S,
-                check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run a short command; a failure (with check) becomes a ClusterLabError naming the command and its stderr."""
+def run_command(argv: list[str], *, timeout_s: float = COMMAND_TIMEOUT_S, check: bool = True,
+                input_text: str | None = None,
+                error: type[ClusterLabError] = ClusterLabError) -> subprocess.CompletedProcess[str]:
+    """Run a short command (stdin: `input_text`, else nothing); a failure (with check) becomes `error`, naming the
+    command and its stderr."""
     try:
-        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, input=input_text,
+                                stdin=None if input_text is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise ClusterLabError(f"'{shlex.join(argv)}' did not finish within {timeout_s:g} s.") from None
+        raise error(f"'{shlex.join(argv)}' did not finish within {timeout_s:g} s.") from None
     except OSError as exc:
-        raise ClusterLabError(f"cannot run '{argv[0]}': {exc.strerror}.") from None
+        raise error(f"cannot run '{argv[0]}': {exc.strerror}.") from None
     if check and result.returncode != 0:
-        raise ClusterLabError(f"'{shlex.join(argv)}' failed (status {result.returncode}): "
-                              f"{(result.stderr or result.stdout).strip()}")
+        raise error(f"'{shlex.join(argv)}' failed (status {result.returncode}): "
+                    f"{(result.stderr or result.stdout).strip()}")
     return result
 
 
