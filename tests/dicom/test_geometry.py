@@ -115,3 +115,11 @@ def test_series_geometry_of_an_enhanced_multiframe_from_its_functional_groups() 
     ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
     geometry = series_geometry([None, None, None], ds)
     assert [geometry.plane(k) for k in range(3)] == [axial(0.0), axial(10.0), axial(20.0)]
+
+
+def test_series_nearest_agrees_with_nearest_slice() -> None:
+    positions = [(-100.0, -100.0, z) for z in (8.0, 0.0, 2.0, 4.0, 6.0, 10.5)]  # any order, one uneven gap
+    geometry = series_geometry(positions, header())
+    for z in np.arange(-3.0, 14.0, 0.25):
+        point = (0.0, 0.0, float(z))
+        assert geometry.nearest(point) == nearest_slice(geometry.planes, point), z

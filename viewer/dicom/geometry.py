@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -114,10 +115,31 @@ class SeriesGeometry:
     def plane(self, index: int) -> ImagePlane | None:
         return self.planes[index] if 0 <= index < len(self.planes) else None
 
-    @property
+    @cached_property
     def normal(self) -> np.ndarray | None:
         known = next((p for p in self.planes if p is not None), None)
         return known.normal if known is not None else None
+
+    @cached_property
+    def _depths(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """(sorted depths along the normal, their frame indices, half a spacing), for nearest()."""
+        known = [(float(np.asarray(p.position) @ self.normal), i) for i, p in enumerate(self.planes) if p is not None]
+        known.sort()
+        depths = np.array([d for d, _ in known])
+        half = (depths[-1] - depths[0]) / max(len(depths) - 1, 1) / 2 if len(depths) > 1 else 0.5
+        return depths, np.array([i for _, i in known]), half
+
+    def nearest(self, point: Sequence[float]) -> int | None:
+        """:func:`nearest_slice` of this series, from depths computed once."""
+        if self.normal is None:
+            return None
+        depths, indices, half = self._depths
+        depth = float(np.asarray(point, dtype=float) @ self.normal)
+        if depth < depths[0] - half or depth > depths[-1] + half:
+            return None
+        k = int(np.searchsorted(depths, depth))
+        candidates = [c for c in (k - 1, k) if 0 <= c < len(depths)]
+        return int(indices[min(candidates, key=lambda c: abs(depths[c] - depth))])
 
     def linkable_with(self, other: SeriesGeometry) -> bool:
         """Same Frame of Reference and parallel slices (within about 8 degrees): scrolling one can follow the

@@ -11,7 +11,7 @@ same point):
 
 * **linked scrolling**: when the user moves the active viewport to another slice, every other visible viewport
   whose slices are parallel to it goes to its slice nearest the same place (:func:`viewer.dicom.geometry.
-  nearest_slice`); viewports moved this way do not move others in turn.
+  nearest_slice`, from depths computed once per series); viewports moved this way do not move others in turn.
 * **reference lines**: every other visible viewport draws the line where the active viewport's slice cuts its
   own slice (:func:`viewer.dicom.geometry.reference_line`); parallel slices have none.
 
@@ -27,7 +27,7 @@ from PySide6.QtCore import QEvent, QObject, Signal
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QFrame, QGridLayout, QVBoxLayout, QWidget
 
-from viewer.dicom.geometry import nearest_slice, reference_line
+from viewer.dicom.geometry import reference_line
 from viewer.ui import viewport_model as vm
 from viewer.ui.series_source import SERIES_MIME_TYPE, series_uid_from_mime
 from viewer.ui.viewport import Viewport
@@ -213,7 +213,7 @@ class ViewportGrid(QWidget):
         self._syncing = True
         try:
             for v in self.linked_viewports(source):
-                index = nearest_slice(v.series_geometry().planes, centre)
+                index = v.series_geometry().nearest(centre)
                 if index is not None and index != v.model.index:
                     v.model.set_index(index)
         finally:

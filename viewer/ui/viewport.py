@@ -315,10 +315,13 @@ class Viewport(QWidget):
     def measurements(self) -> list[tuple[Annotation, str]]:
         """The annotations of the slice on screen with their text."""
         key = self.current_frame_key()
-        if key is None:
+        if key is None or not len(self.annotations):
             return []
+        shown = self.annotations.on_frame(key)
+        if not shown:
+            return []  # no modality values to compute (a float copy of the slice) for a slice without any
         values, spacing, unit = self.modality_values()
-        return [(a, measure_text(a, values, spacing, unit)) for _, a in self.annotations.on_frame(key)]
+        return [(a, measure_text(a, values, spacing, unit)) for _, a in shown]
 
     def add_measurement(self, kind: str, points: list[tuple[float, float]]) -> Annotation | None:
         key = self.current_frame_key()
