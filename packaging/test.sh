@@ -6,15 +6,17 @@ source "$(dirname "$0")/lib/deps.sh"
 # Real peers and a virtual screen: Orthanc (+ DICOMweb plugin) and DCMTK, Xvfb for pytest-qt; Heartbeat, iptables,
 # arptables and curl for the two-node cluster in network namespaces (tests/failover); qemu, debootstrap and ssh for
 # the cluster-in-VMs lab (tests/lab: it builds its guest image from Debian's mirror and caches it outside the
-# repository, in ~/.cache/mifas-lab).
+# repository, in ~/.cache/mifas-lab); dpkg (dpkg-deb), binutils (strip) and debootstrap for the install test
+# (tests/install: it builds the .deb and installs it into a Debian 12 root cached in ~/.cache/mifas-install).
 apt_ensure python3-venv orthanc orthanc-dicomweb dcmtk xvfb xauth libgl1-mesa-dri heartbeat iptables arptables curl \
-  qemu-system-x86 qemu-utils debootstrap openssh-client e2fsprogs procps "${QT_RUNTIME_PACKAGES[@]}"
+  qemu-system-x86 qemu-utils debootstrap openssh-client e2fsprogs procps dpkg binutils util-linux \
+  "${QT_RUNTIME_PACKAGES[@]}"
 venv_ensure "[test]"
 cd "$MIFAS_ROOT"
 lab_ensure
 # DCMTK-based processes (Orthanc, getscu, dcmqrscp) leave Nagle's algorithm on without this: 40 ms per instance.
 export TCP_NODELAY=1
 say "ruff check"
-"$MIFAS_VENV/bin/ruff" check viewer tests benchmarks packaging/lab
+"$MIFAS_VENV/bin/ruff" check viewer tests benchmarks packaging/lab packaging/deb
 say "pytest"
 exec "$MIFAS_VENV/bin/python" -m pytest "$@"
