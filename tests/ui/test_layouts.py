@@ -234,3 +234,18 @@ def test_reference_line_shows_the_axial_slice_on_the_coronal_view(qtbot, make_wi
     # parallel series show no line; switching it off removes it
     window.reference_lines_action.trigger()
     qtbot.waitUntil(lambda: cyan_rows(coronal).size == 0, timeout=3000)
+
+
+def test_the_position_overlay_names_the_axis_across_the_slices(qtbot, make_window, linked_study, library) -> None:
+    window = make_window(library, resume_jobs=False)
+    show_study(qtbot, window, linked_study["study"])
+    window.set_layout("1x2")
+    open_in(qtbot, window, 0, linked_study["fine"])
+    open_in(qtbot, window, 1, linked_study["coronal"])
+    axial, coronal = window.grid.viewports[:2]
+    axial.model.set_index(next(i for i in range(axial.model.count) if z_of(axial, i) == 20.0))
+    coronal.model.set_index(next(i for i in range(coronal.model.count)
+                                 if coronal.model.series.frame_ref(i).position[1] == 8.0))
+    qtbot.waitUntil(lambda: coronal.painted_index == coronal.model.index, timeout=3000)
+    assert axial.overlay_lines()["bottom_left"][-1] == "Pos: S 20.00 mm"  # along z for axial slices
+    assert coronal.overlay_lines()["bottom_left"][-1] == "Pos: P 8.00 mm"  # along y for coronal ones

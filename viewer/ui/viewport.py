@@ -441,7 +441,7 @@ class Viewport(QWidget):
         if location is not None:
             lines.append(f"Loc: {location:.2f} mm")
         elif position is not None:
-            lines.append(f"Pos: {position[2]:.2f} mm")
+            lines.append(_position_text(position, getattr(info, "image_orientation", None) if info else None))
         return tuple(lines)
 
     def _describe_window(self, series: SeriesImages, i: int, stored: np.ndarray) -> str:
@@ -732,6 +732,19 @@ class Viewport(QWidget):
         else:
             return super().keyPressEvent(event)
         event.accept()
+
+
+def _position_text(position, orientation) -> str:
+    """The slice position along the patient axis nearest its normal, with the side it lies on (LPS: x+ = L,
+    y+ = P, z+ = S): "Pos: S 20.00 mm" for an axial slice, "Pos: P 4.00 mm" for a coronal one."""
+    axis = 2
+    if orientation is not None and len(orientation) == 6:
+        normal = np.cross(np.asarray(orientation[:3], dtype=float), np.asarray(orientation[3:], dtype=float))
+        if np.all(np.isfinite(normal)) and np.any(normal):
+            axis = int(np.argmax(np.abs(normal)))
+    value = float(position[axis])
+    side = (("R", "L"), ("A", "P"), ("I", "S"))[axis][value >= 0]
+    return f"Pos: {side} {abs(value):.2f} mm"
 
 
 def _aspect(pixel_spacing) -> tuple[float, float]:
