@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.dicom.test_volume import CENTRE, INSIDE, RADIUS, build, stack
+from tests.dicom.test_volume import CENTRE, INSIDE, RADIUS, build, phantom_volume, stack, voxel_points
 from viewer.dicom.mpr import PLANES, Mpr
 
 
@@ -32,9 +32,7 @@ ACQUISITIONS = {
 
 @pytest.fixture(scope="module", params=list(ACQUISITIONS))
 def mpr(request) -> Mpr:
-    geoms, pixels = stack(rows=96, cols=96, count=64, row_spacing=0.8, col_spacing=0.6, slice_gaps=[1.2] * 63,
-                          **ACQUISITIONS[request.param])
-    _, volume = build(geoms, pixels)
+    volume = phantom_volume(**ACQUISITIONS[request.param])
     m = Mpr(volume)
     assert m.aligned == (request.param != "oblique")
     m.set_crosshair(CENTRE)
@@ -123,13 +121,8 @@ def test_rotated_planes_still_cut_the_sphere_through_its_centre(mpr: Mpr) -> Non
 def rod_volume(direction):
     """The sphere phantom's volume with its contents replaced by a rod 3 mm thick through CENTRE along
     `direction` (unit, patient)."""
-    geoms, pixels = stack(rows=96, cols=96, count=64, row_spacing=0.8, col_spacing=0.6, slice_gaps=[1.2] * 63,
-                          origin=(-20.0, -40.0, 2.0))
-    _, volume = build(geoms, pixels)
-    g = volume.geometry
-    k, j, i = np.indices(g.shape)
-    points = np.stack([i, j, k, np.ones_like(i)], axis=-1) @ g.matrix().T
-    rel = points[..., :3] - CENTRE
+    volume = phantom_volume()
+    rel = voxel_points(volume) - CENTRE
     along = rel @ direction
     distance = np.linalg.norm(rel - along[..., None] * direction, axis=-1)
     volume.data[...] = np.where(distance <= 1.5, INSIDE, -INSIDE).astype(volume.data.dtype)
@@ -158,9 +151,7 @@ def test_a_rotation_brings_an_oblique_rod_into_the_coronal_plane() -> None:
 
 
 def test_a_crosshair_move_within_a_turned_plane_reuses_its_image() -> None:
-    geoms, pixels = stack(rows=96, cols=96, count=64, row_spacing=0.8, col_spacing=0.6, slice_gaps=[1.2] * 63,
-                          origin=(-20.0, -40.0, 2.0))
-    mpr = Mpr(build(geoms, pixels)[1])
+    mpr = Mpr(phantom_volume())
     mpr.set_crosshair(CENTRE)
     mpr.rotate("axial", 25.0)
     first = mpr.plane("coronal")

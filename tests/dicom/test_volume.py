@@ -63,6 +63,22 @@ def build(geoms, pixels, **kw):
     return plan, build_volume(plan, pixels.__getitem__)
 
 
+PHANTOM = dict(rows=96, cols=96, count=64, row_spacing=0.8, col_spacing=0.6, slice_gaps=[1.2] * 63)
+
+
+def phantom_volume(**kw):
+    """The sphere phantom the 3D tests share: 96 x 96 x 64 anisotropic voxels (0.8 x 0.6 x 1.2 mm), acquired
+    axially from (-20, -40, 2) unless `kw` says otherwise."""
+    geoms, pixels = stack(**{"origin": (-20.0, -40.0, 2.0), **PHANTOM, **kw})
+    return build(geoms, pixels)[1]
+
+
+def voxel_points(volume) -> np.ndarray:
+    """The patient position (x, y, z) of every voxel, shaped (slices, rows, columns, 3)."""
+    k, j, i = np.indices(volume.geometry.shape)
+    return (np.stack([i, j, k, np.ones_like(i)], axis=-1) @ volume.geometry.matrix().T)[..., :3]
+
+
 def sphere_extent_mm(volume, axis_vector: np.ndarray) -> float:
     """Length of the sphere's chord through its centre along `axis_vector`, from the voxels (inside = > 0)."""
     g = volume.geometry

@@ -98,6 +98,16 @@ def show_study(qtbot, window, study_uid: str) -> None:
     qtbot.waitUntil(lambda: len(window.browser.local.series.records()) == 4, timeout=3000)
 
 
+def reading(qtbot, make_window, library, study, layout: str, names: tuple[str, ...]):
+    """A main window with `layout`, the study in the browser, and series `names` dropped on viewports 0, 1..."""
+    window = make_window(library, resume_jobs=False)
+    show_study(qtbot, window, study["study"])
+    window.set_layout(layout)
+    for i, name in enumerate(names):
+        open_in(qtbot, window, i, study[name])
+    return window
+
+
 def test_layouts_show_one_two_or_four_viewports_and_release_hidden_series(qtbot, make_window, linked_study,
                                                                          library) -> None:
     window = make_window(library, resume_jobs=False)
@@ -151,11 +161,7 @@ def test_a_dropped_series_opens_in_that_viewport_and_makes_it_active(qtbot, make
 
 
 def test_toolbar_actions_follow_the_active_viewport(qtbot, make_window, linked_study, library) -> None:
-    window = make_window(library, resume_jobs=False)
-    show_study(qtbot, window, linked_study["study"])
-    window.set_layout("1x2")
-    open_in(qtbot, window, 0, linked_study["fine"])
-    open_in(qtbot, window, 1, linked_study["coarse"])
+    window = reading(qtbot, make_window, library, linked_study, "1x2", ("fine", "coarse"))
     left, right = window.grid.viewports[:2]
     qtbot.mouseClick(left, Qt.MouseButton.LeftButton, pos=QPoint(20, 20))
     assert window.viewport is left
@@ -172,11 +178,7 @@ def test_toolbar_actions_follow_the_active_viewport(qtbot, make_window, linked_s
 
 def test_linked_scrolling_follows_the_same_frame_of_reference_only(qtbot, make_window, linked_study,
                                                                   library) -> None:
-    window = make_window(library, resume_jobs=False)
-    show_study(qtbot, window, linked_study["study"])
-    window.set_layout("2x2")
-    for i, name in enumerate(("fine", "coarse", "other", "coronal")):
-        open_in(qtbot, window, i, linked_study[name])
+    window = reading(qtbot, make_window, library, linked_study, "2x2", ("fine", "coarse", "other", "coronal"))
     fine, coarse, other, coronal = window.grid.viewports
     other_index, coronal_index = other.model.index, coronal.model.index
     window.grid.set_active(fine)
@@ -215,11 +217,7 @@ def cyan_rows(viewport) -> np.ndarray:
 
 def test_reference_line_shows_the_axial_slice_on_the_coronal_view(qtbot, make_window, linked_study,
                                                                   library) -> None:
-    window = make_window(library, resume_jobs=False)
-    show_study(qtbot, window, linked_study["study"])
-    window.set_layout("1x2")
-    open_in(qtbot, window, 0, linked_study["fine"])
-    open_in(qtbot, window, 1, linked_study["coronal"])
+    window = reading(qtbot, make_window, library, linked_study, "1x2", ("fine", "coronal"))
     axial, coronal = window.grid.viewports[:2]
     window.grid.set_active(axial)
     assert not cyan_rows(axial).size  # the active viewport draws no line of its own
@@ -237,11 +235,7 @@ def test_reference_line_shows_the_axial_slice_on_the_coronal_view(qtbot, make_wi
 
 
 def test_the_position_overlay_names_the_axis_across_the_slices(qtbot, make_window, linked_study, library) -> None:
-    window = make_window(library, resume_jobs=False)
-    show_study(qtbot, window, linked_study["study"])
-    window.set_layout("1x2")
-    open_in(qtbot, window, 0, linked_study["fine"])
-    open_in(qtbot, window, 1, linked_study["coronal"])
+    window = reading(qtbot, make_window, library, linked_study, "1x2", ("fine", "coronal"))
     axial, coronal = window.grid.viewports[:2]
     axial.model.set_index(next(i for i in range(axial.model.count) if z_of(axial, i) == 20.0))
     coronal.model.set_index(next(i for i in range(coronal.model.count)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QPoint, QPointF, Qt
 
-from tests.dicom.test_volume import CENTRE, RADIUS, build, stack
+from tests.dicom.test_volume import CENTRE, RADIUS, build, phantom_volume, stack
 from viewer.dicom.mpr import PLANES
 from viewer.dicom.pixels import Window
 from viewer.ui.mpr_view import MprPanel
@@ -142,9 +142,7 @@ def test_ctrl_drag_turns_the_other_planes_and_their_lines(panel: MprPanel, qtbot
 
 
 def test_turned_planes_show_coarse_at_once_then_full_from_the_worker(qtbot) -> None:
-    geoms, pixels = stack(rows=96, cols=96, count=64, row_spacing=0.8, col_spacing=0.6, slice_gaps=[1.2] * 63,
-                          origin=(-20.0, -40.0, 2.0))
-    _, volume = build(geoms, pixels)
+    volume = phantom_volume()
     panel = MprPanel(volume, window=Window(0, 2000), interactive_pixels=32)
     qtbot.addWidget(panel)
     panel.resize(960, 340)

@@ -9,7 +9,7 @@ import pytest
 from vtkmodules.util import numpy_support
 from vtkmodules.vtkIOImage import vtkPNGReader
 
-from tests.dicom.test_volume import CENTRE, RADIUS, build, stack
+from tests.dicom.test_volume import CENTRE, RADIUS, phantom_volume, voxel_points
 from viewer.ui.render3d import PRESETS, VolumeScene
 
 pytestmark = pytest.mark.gui
@@ -19,15 +19,10 @@ SIZE = (200, 200)
 
 @pytest.fixture(scope="module")
 def scene():
-    geoms, pixels = stack(rows=96, cols=96, count=64, row_spacing=0.8, col_spacing=0.6, slice_gaps=[1.2] * 63,
-                          origin=(-20.0, -40.0, 2.0))
-    _, volume = build(geoms, pixels)
+    volume = phantom_volume()
     # three tissues, so that each preset has something of its own to show: the bone-like sphere (1000 HU), a
     # soft-tissue shell around it (40 HU), lung-like air beyond (-850 HU)
-    g = volume.geometry
-    k, j, i = np.indices(g.shape)
-    points = np.stack([i, j, k, np.ones_like(i)], axis=-1) @ g.matrix().T
-    distance = np.linalg.norm(points[..., :3] - CENTRE, axis=-1)
+    distance = np.linalg.norm(voxel_points(volume) - CENTRE, axis=-1)
     volume.data[:] = np.where(distance <= RADIUS, 1000, np.where(distance <= RADIUS + 6, 40, -850))
     s = VolumeScene(volume, size=SIZE, mapper="cpu")
     yield s
