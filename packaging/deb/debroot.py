@@ -155,12 +155,32 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-class Chroot:
-    """A fresh Debian 12 root unpacked from the cached base, with /proc, /sys, /dev mounted while in use."""
+ROOTS_DIR = Path("/var/tmp/mifas-install-roots")
 
-    def __init__(self, tarball: Path, *, parent: Path | None = None, binds: Sequence[tuple[Path, str]] = ()) -> None:
+
+def _remove_stale_roots(parent: Path, say: Say) -> None:
+    """Roots left by a test that was killed (its mounts still there): unmount and delete them.  Never leave them
+    for a generic cleanup (pytest's old temporary folders, tmpreaper): deleting a tree that still has the host's
+    /dev bind-mounted inside would delete the host's device nodes."""
+    for folder in parent.glob("mifas-root-*"):
+        pid = folder.name.split("-")[2]
+        if pid.isdigit() and Path(f"/proc/{pid}").exists():
+            continue  # another live run's
+        say(f"removing a root left by an interrupted run: {folder}")
+        remove_tree(folder)
+
+
+class Chroot:
+    """A fresh Debian 12 root unpacked from the cached base, with /proc, /sys, /dev mounted while in use.
+
+    It lives in its own folder (``ROOTS_DIR`` unless `parent` is given), never inside a temporary folder that some
+    other cleanup might delete while the mounts are still in place (see _remove_stale_roots)."""
+
+    def __init__(self, tarball: Path, *, parent: Path | None = None, binds: Sequence[tuple[Path, str]] = (),
+                 say: Say = print) -> None:
         self.tarball = tarball
-        self.parent = parent
+        self.parent = parent or ROOTS_DIR
+        self.say = say
         self.binds = list(binds)  # (host path, path inside the root)
         self.folder: Path | None = None
         self._mounted: list[Path] = []
@@ -171,7 +191,9 @@ class Chroot:
         return self.folder / "root"
 
     def __enter__(self) -> Chroot:
-        self.folder = Path(tempfile.mkdtemp(prefix="mifas-root-", dir=self.parent))
+        self.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_roots(self.parent, self.say)
+        self.folder = Path(tempfile.mkdtemp(prefix=f"mifas-root-{os.getpid()}-", dir=self.parent))
         try:
             self.root.mkdir()
             run(["tar", "--numeric-owner", "--xattrs", "-C", str(self.root), "-xf", str(self.tarball)], "unpacking the base")

@@ -121,7 +121,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory):
     state = None
     try:
         unpack_started = time.monotonic()
-        with debroot.Chroot(tarball, parent=work) as chroot:
+        with debroot.Chroot(tarball, say=lambda m: print(f"debroot: {m}", file=sys.stderr)) as chroot:
             state = Installed(deb, build, chroot, display)
             # A reference measured in the same run: unpacking the 200 MiB base (the machine's disk and CPU today).
             state.measured["unpack_base_s"] = round(time.monotonic() - unpack_started, 1)
