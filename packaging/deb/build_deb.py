@@ -79,10 +79,15 @@ def version() -> str:
 
 
 def copy_source(dest: Path) -> None:
-    """The files pip builds from: tracked and new (not ignored) files only, so no build output leaks in."""
-    listed = run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z", "--", *SOURCE_PATHS],
-                 "git ls-files").stdout
-    for rel in filter(None, listed.split("\0")):
+    """The files pip builds from: tracked and new (not ignored) files only, so no build output leaks in.  Outside
+    a git checkout (an unpacked source tarball): the source paths as they are, less byte code."""
+    if (ROOT / ".git").exists():
+        listed = run(["git", "-C", str(ROOT), "ls-files", "-co", "--exclude-standard", "-z", "--", *SOURCE_PATHS],
+                     "git ls-files").stdout.split("\0")
+    else:
+        listed = [str(p.relative_to(ROOT)) for name in SOURCE_PATHS for p in [ROOT / name, *(ROOT / name).rglob("*")]
+                  if p.is_file() and "__pycache__" not in p.parts]
+    for rel in filter(None, listed):
         source = ROOT / rel
         if source.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)

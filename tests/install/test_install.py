@@ -51,7 +51,8 @@ HOME = "/tmp/home"  # the runs' $HOME inside the root: user files stay in /tmp, 
 def _prerequisites() -> None:
     require(os.geteuid() == 0, "the install test needs root (debootstrap, chroot, mounts)")
     for tool, package in (("debootstrap", "debootstrap"), ("dpkg-deb", "dpkg"), ("strip", "binutils"),
-                          ("chroot", "coreutils"), ("mount", "mount")):
+                          ("chroot", "coreutils"), ("mount", "mount"), ("unshare", "util-linux"),
+                          ("desktop-file-validate", "desktop-file-utils")):
         require(shutil.which(tool) is not None, f"{tool} is missing (apt-get install {package})")
     require(Path(XVFB).exists(), "Xvfb is missing (apt-get install xvfb)")
     require(ORTHANC_BINARY.exists(), "Orthanc is missing (apt-get install orthanc)")
@@ -159,8 +160,12 @@ def test_files_are_in_place(installed: Installed) -> None:
         link = root / "usr/bin" / command
         assert link.is_symlink() and os.readlink(link) == f"{PREFIX}/bin/{command}"
         assert (root / f"{PREFIX.lstrip('/')}/bin/{command}").read_text().startswith(f"#!{PREFIX}/bin/python\n")
-    desktop = (root / "usr/share/applications/mifas-viewer.desktop").read_text()
-    assert "Exec=mifas-viewer" in desktop and "Icon=mifas-viewer" in desktop
+    desktop = root / "usr/share/applications/mifas-viewer.desktop"
+    assert "Exec=mifas-viewer" in desktop.read_text() and "Icon=mifas-viewer" in desktop.read_text()
+    checked = subprocess.run(["desktop-file-validate", str(desktop)], capture_output=True, text=True)
+    assert checked.returncode == 0 and not checked.stdout.strip(), checked.stdout + checked.stderr
+    for size in (48, 128, 256):  # PNG renderings of the SVG, for menus that do not scale SVG
+        assert (root / f"usr/share/icons/hicolor/{size}x{size}/apps/mifas-viewer.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (root / "usr/share/icons/hicolor/scalable/apps/mifas-viewer.svg").read_text().lstrip().startswith("<?xml")
     assert "/etc/mifas-viewer/settings.json" in installed.run("dpkg-query", "--control-show", "mifas-viewer", "conffiles")
     status = installed.run("dpkg-query", "-W", "-f=${Status} ${Version}", "mifas-viewer")
