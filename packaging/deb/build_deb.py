@@ -151,7 +151,8 @@ def relocate(venv: Path) -> None:
 
 
 def render_icons(stage: Path) -> list[int]:
-    """PNG renderings of the SVG icon, when a PySide6 is at hand (the project's .venv); else the SVG alone."""
+    """PNG renderings of the SVG icon, when a PySide6 is at hand (the project's .venv, only read); else the SVG
+    alone."""
     python = Path(os.environ.get("MIFAS_VENV", ROOT / ".venv")) / "bin/python"
     if not python.exists():
         return []
@@ -176,7 +177,8 @@ def render_icons(stage: Path) -> list[int]:
         out.parent.mkdir(parents=True, exist_ok=True)
         args += [str(size), str(out)]
     result = subprocess.run([str(python), "-c", code, str(ROOT / "resources/mifas-viewer.svg"), *args],
-                            env=dict(os.environ, QT_QPA_PLATFORM="offscreen"), capture_output=True, text=True)
+                            env=dict(os.environ, QT_QPA_PLATFORM="offscreen", PYTHONDONTWRITEBYTECODE="1"),
+                            capture_output=True, text=True)
     if result.returncode != 0:
         say(f"PNG icons not rendered ({result.stderr.strip()[-300:]}); shipping the SVG only")
         shutil.rmtree(stage / "usr/share/icons/hicolor", ignore_errors=True)
