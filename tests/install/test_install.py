@@ -71,8 +71,11 @@ class Installed:
         self.before: set[str] = set()
 
     def run(self, *argv: str, env: dict[str, str] | None = None, timeout_s: float = 300) -> str:
-        return self.chroot.run(list(argv), " ".join(argv), env=dict({"HOME": HOME, "TCP_NODELAY": "1"}, **(env or {})),
-                               timeout_s=timeout_s)
+        # The user's files (settings, library, Mesa's shader cache, which follows XDG_CACHE_HOME or else the
+        # passwd entry's home, not $HOME) all go to HOME, under /tmp: they are the user's, not the package's.
+        base = {"HOME": HOME, "XDG_CACHE_HOME": f"{HOME}/.cache", "XDG_CONFIG_HOME": f"{HOME}/.config",
+                "XDG_DATA_HOME": f"{HOME}/.local/share", "TCP_NODELAY": "1"}
+        return self.chroot.run(list(argv), " ".join(argv), env=dict(base, **(env or {})), timeout_s=timeout_s)
 
     def write(self, inside: str, text: str) -> None:
         path = self.chroot.root / inside.lstrip("/")
@@ -245,6 +248,31 @@ def test_gui_screenshot_of_the_demo_study(installed: Installed, tmp_path: Path) 
     assert levels >= 64, f"only {levels} grey levels in the whole window"
     assert centre_levels >= 16 and centre_spread > 10 and 20 < centre_mean < 235, \
         f"no image in the viewport: {centre_levels} levels, spread {centre_spread:.1f}, mean {centre_mean:.0f}"
+
+
+VTK_RENDER = """
+import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (the OpenGL backend)
+from vtkmodules.util.numpy_support import vtk_to_numpy
+from vtkmodules.vtkFiltersSources import vtkSphereSource
+from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper, vtkRenderer, vtkRenderWindow, vtkWindowToImageFilter
+sphere = vtkSphereSource(); sphere.SetThetaResolution(48); sphere.SetPhiResolution(48)
+mapper = vtkPolyDataMapper(); mapper.SetInputConnection(sphere.GetOutputPort())
+actor = vtkActor(); actor.SetMapper(mapper)
+renderer = vtkRenderer(); renderer.AddActor(actor); renderer.SetBackground(0, 0, 0)
+window = vtkRenderWindow(); window.SetOffScreenRendering(1); window.SetSize(200, 200); window.AddRenderer(renderer)
+window.Render()
+grab = vtkWindowToImageFilter(); grab.SetInput(window); grab.Update()
+pixels = vtk_to_numpy(grab.GetOutput().GetPointData().GetScalars())
+print(int((pixels.max(axis=1) > 30).sum()), len(set(pixels[:, 0].tolist())))
+"""
+
+
+def test_3d_renders_with_the_installed_opengl(installed: Installed) -> None:
+    """VTK (the 3D view) renders through the OpenGL the package's Depends brought (Mesa, on the CPU here)."""
+    out = installed.run(f"{PREFIX}/bin/python", "-c", VTK_RENDER, env={"DISPLAY": installed.display})
+    lit, levels = (int(v) for v in out.split()[-2:])
+    assert 0.2 * 200 * 200 < lit < 0.8 * 200 * 200, f"{lit} lit pixels: no sphere"
+    assert levels >= 32, f"{levels} grey levels: the sphere is not shaded"
 
 
 def test_upgrade_keeps_what_it_configured(installed: Installed, tmp_path: Path) -> None:
