@@ -7,7 +7,8 @@ host's Debian mirror; ``mifas-pacs echo`` talks to a real Orthanc started on the
 network, so 127.0.0.1 is the same); the GUI renders the demo study on the X11 (xcb) platform to an Xvfb started on
 the host whose socket folder is bind-mounted into the root (so the root holds nothing but minbase and what our
 package pulls in: an Xvfb installed inside would bring X and OpenGL libraries along and hide a missing
-dependency).  Then ``dpkg --purge`` and ``apt-get autoremove --purge`` must leave the root's file list as it was
+dependency); the installed VTK renders a shaded sphere through that OpenGL; a newer package goes over IT's edited
+conffile.  Then ``dpkg --purge`` and ``apt-get autoremove --purge`` must leave the root's file list as it was
 before the install.
 
 The tests of this module run in order on one root (module-scoped); the last one purges.  Needs root, debootstrap,
