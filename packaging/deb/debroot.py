@@ -28,9 +28,11 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
+from mifaslab.host import host_mirrors  # noqa: E402  (the lab reads the host's apt sources the same way)
+
 SUITE = "bookworm"
 VARIANT = "minbase"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
 STEP_TIMEOUT_S = 900.0
 TAIL_CHARS = 3000
 CHROOT_ENV = {"DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8",
@@ -47,25 +49,6 @@ def cache_dir() -> Path:
     if os.environ.get("MIFAS_INSTALL_CACHE"):
         return Path(os.environ["MIFAS_INSTALL_CACHE"])
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mifas-install"
-
-
-def host_mirrors() -> tuple[str, str]:
-    """The Debian mirror and the security mirror this host's apt uses (so the root comes from the same place)."""
-    mirror, security = DEFAULT_MIRROR, ""
-    for path in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")):
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            words = line.split()
-            urls = [w.rstrip("/") for w in words[1:] if w.startswith("http")] if words[:1] in (["URIs:"], ["deb"]) else []
-            for url in urls:
-                if "security" in url:
-                    security = security or url
-                elif mirror == DEFAULT_MIRROR:
-                    mirror = url
-    return mirror, security
 
 
 def recipe() -> dict[str, object]:

@@ -21,7 +21,7 @@ from viewer.pacs.clusterlab.host import (
 )
 
 __all__ = ["LabError", "kill_namespace", "missing_tools", "netns_exists", "netns_list", "netns_pids",
-           "process_alive", "run", "setup_network", "tail", "taps_left"]
+           "host_mirrors", "process_alive", "run", "setup_network", "tail", "taps_left"]
 
 
 class LabError(ClusterLabError):
@@ -32,6 +32,26 @@ def run(argv: list[str], *, timeout_s: float = 30.0, check: bool = True,
         input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     """A bounded command (the cluster lab's run_command) whose failures are LabErrors."""
     return run_command(argv, timeout_s=timeout_s, check=check, input_text=input_text, error=LabError)
+
+
+def host_mirrors() -> tuple[str, str]:
+    """The Debian mirror and the security mirror ("" if none) this host's apt uses, so that a guest image or a
+    test root comes from the same place; deb.debian.org when the host names none."""
+    mirror, security = config.DEFAULT_MIRROR, ""
+    for path in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")):
+        try:
+            text = path.read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            words = line.split()
+            urls = [w.rstrip("/") for w in words[1:] if w.startswith("http")] if words[:1] in (["URIs:"], ["deb"]) else []
+            for url in urls:
+                if "security" in url:
+                    security = security or url
+                elif mirror == config.DEFAULT_MIRROR:
+                    mirror = url
+    return mirror, security
 
 
 def missing_tools(tools: dict[str, str]) -> list[str]:

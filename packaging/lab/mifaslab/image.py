@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mifaslab import config
-from mifaslab.host import LabError, missing_tools, tail
+from mifaslab.host import LabError, host_mirrors, missing_tools, tail
 
 Say = Callable[[str], None]
 
@@ -86,20 +86,7 @@ def cached(cache: Path | None = None) -> Image | None:
 
 def host_mirror() -> str:
     """The Debian mirror this host's apt uses (so the guest comes from the same place), else deb.debian.org."""
-    for path in [Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")]:
-        try:
-            text = path.read_text()
-        except OSError:
-            continue
-        for line in text.splitlines():
-            words = line.split()
-            if words[:1] == ["URIs:"] and len(words) > 1:
-                return words[1].rstrip("/")
-            if words[:1] == ["deb"] and len(words) > 2:
-                url = next((w for w in words[1:] if w.startswith("http")), "")
-                if url and "security" not in url:
-                    return url.rstrip("/")
-    return config.DEFAULT_MIRROR
+    return host_mirrors()[0]
 
 
 def build(*, cache: Path | None = None, force: bool = False, say: Say = print) -> tuple[Image, float]:
