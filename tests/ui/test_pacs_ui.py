@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from PySide6.QtCore import Qt
 
@@ -184,3 +186,52 @@ def test_main_window_offers_configured_nodes(qtbot, library, orthanc, tmp_path):
 
 def test_library_fixture_is_separate(library: Library):
     assert library.studies() == []
+
+
+def test_settings_dialog_marks_it_nodes_and_keeps_them(qtbot, tmp_path, monkeypatch):
+    """Nodes from IT's /etc/mifas-viewer/settings.json (a temporary folder here): marked, not removable (they would
+    come back), editable into the user's own copy, which can be reverted; the user's file holds only the user's."""
+    system = tmp_path / "etc"
+    system.mkdir()
+    monkeypatch.setenv("MIFAS_SYSTEM_CONFIG_DIR", str(system))
+    (system / "settings.json").write_text(json.dumps({"version": 1, "nodes": [
+        {"name": "main pacs", "ae_title": "MAIN", "host": "192.0.2.10", "port": 104}]}))
+    user = tmp_path / "user" / "settings.json"
+    user.parent.mkdir()
+    user.write_text(json.dumps({"version": 1, "nodes": [
+        {"name": "my orthanc", "ae_title": "MINE", "host": "127.0.0.1", "port": 4242}]}))
+    settings = load_settings(user)
+    assert [n.name for n in settings.nodes] == ["main pacs", "my orthanc"]
+    dialog = SettingsDialog(settings, path=user)
+    qtbot.addWidget(dialog)
+    dialog.show()
+    rows = [dialog.node_list.item(i) for i in range(dialog.node_list.count())]
+    assert [r.text() for r in rows] == ["main pacs  (set by IT)", "my orthanc"]
+    assert rows[0].font().italic() and "IT" in rows[0].toolTip()
+    assert dialog.node_list.currentRow() == 0
+    assert not dialog.remove_button.isEnabled()  # IT's node: removing it would not stick
+    dialog.remove_node()
+    assert dialog.node_list.count() == 2
+    dialog.host.setText("192.0.2.11")  # the user's own copy of IT's node
+    dialog.node_list.setCurrentRow(1)
+    assert dialog.node_list.item(0).text() == "main pacs  (your copy of IT's)"
+    dialog.node_list.setCurrentRow(0)
+    assert dialog.remove_button.isEnabled() and dialog.remove_button.text() == "Revert to IT's"
+    with qtbot.waitSignal(dialog.saved, timeout=2000):
+        dialog.save()
+    saved = json.loads(user.read_text())
+    assert [(n["name"], n["host"]) for n in saved["nodes"]] == [("main pacs", "192.0.2.11"), ("my orthanc", "127.0.0.1")]
+    # revert: IT's node again, and nothing of it in the user's file
+    dialog = SettingsDialog(load_settings(user), path=user)
+    qtbot.addWidget(dialog)
+    assert dialog.node_list.item(0).text() == "main pacs  (your copy of IT's)"
+    dialog.remove_node()
+    assert dialog.node_list.count() == 2 and dialog.host.text() == "192.0.2.10"
+    assert dialog.node_list.item(0).text() == "main pacs  (set by IT)" and not dialog.remove_button.isEnabled()
+    dialog.node_list.setCurrentRow(1)
+    assert dialog.remove_button.text() == "Remove" and dialog.remove_button.isEnabled()
+    dialog.remove_node()  # the user's own node goes
+    with qtbot.waitSignal(dialog.saved, timeout=2000):
+        dialog.save()
+    assert json.loads(user.read_text()).get("nodes", []) == []
+    assert [n.name for n in load_settings(user).nodes] == ["main pacs"]

@@ -3,6 +3,10 @@
 
 "Test" runs a C-ECHO (and, when a DICOMweb URL is set, a QIDO-RS request) in a worker and shows the result in
 words; the dialog never waits on the network.
+
+Nodes IT set for everyone (``/etc/mifas-viewer/settings.json``) are marked "set by IT".  Removing one would not
+stick (it comes back at the next start), so Remove is off for them; editing one makes the user's own copy, which
+is marked as such and can be reverted to IT's.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ log = logging.getLogger(__name__)
 ERROR_STYLE = "color: #b00020;"
 OK_STYLE = "color: #1b5e20;"
 NEW_NODE_PORT = 104  # PS3.8 / IANA: the well-known DICOM port
+IT_SUFFIX = "  (set by IT)"
+OVERRIDE_SUFFIX = "  (your copy of IT's)"
+IT_TIP = ("Set for every user by IT (/etc/mifas-viewer/settings.json). You may edit it: that makes your own copy. "
+          "It cannot be removed: it would come back at the next start.")
+OVERRIDE_TIP = "Your copy of a node IT set for everyone. Revert to IT's to follow IT's changes again."
 
 
 class SettingsDialog(QDialog):
@@ -140,17 +149,38 @@ class SettingsDialog(QDialog):
 
         for node in self.settings.nodes:
             self.node_list.addItem(node.name)
+            self._mark(self.node_list.count() - 1, node)
         if self.settings.nodes:
             self.node_list.setCurrentRow(0)
         self._update_enabled()
 
     # -- the node form -----------------------------------------------------------------------------------------
 
+    def origin(self, node: Node) -> str:
+        """'it' (IT's node as IT set it), 'copy' (the user's copy of an IT node) or 'own'."""
+        inherited = self.settings.inherited
+        theirs = inherited.node(node.name) if inherited is not None else None
+        if theirs is None:
+            return "own"
+        return "it" if theirs == node else "copy"
+
+    def _mark(self, row: int, node: Node) -> None:
+        item = self.node_list.item(row)
+        origin = self.origin(node)
+        item.setText(node.name + {"it": IT_SUFFIX, "copy": OVERRIDE_SUFFIX}.get(origin, ""))
+        item.setToolTip({"it": IT_TIP, "copy": OVERRIDE_TIP}.get(origin, ""))
+        font = item.font()
+        font.setItalic(origin == "it")
+        item.setFont(font)
+
     def _update_enabled(self) -> None:
         has = self._current >= 0
         self.node_box.setEnabled(has)
-        self.remove_button.setEnabled(has)
         self.test_button.setEnabled(has)
+        origin = self.origin(self.settings.nodes[self._current]) if has else "own"
+        self.remove_button.setText("Revert to IT's" if origin == "copy" else "Remove")
+        self.remove_button.setEnabled(has and origin != "it")
+        self.remove_button.setToolTip(IT_TIP if origin == "it" else OVERRIDE_TIP if origin == "copy" else "")
 
     def _show_node(self, node: Node | None) -> None:
         self.name.setText(node.name if node else "")
@@ -189,8 +219,9 @@ class SettingsDialog(QDialog):
             self.error.setText(f"Node '{self.node_list.item(self._current).text()}': {exc}")
             return False
         self.settings.nodes[self._current] = node
-        self.node_list.item(self._current).setText(node.name)
+        self._mark(self._current, node)
         self.error.setText("")
+        self._update_enabled()
         return True
 
     def _on_row_changed(self, row: int) -> None:
@@ -223,8 +254,21 @@ class SettingsDialog(QDialog):
         self.name.selectAll()
 
     def remove_node(self) -> None:
+        """Remove the node (the user's own), or put IT's back in place of the user's copy; IT's own stay."""
         row = self._current
         if row < 0:
+            return
+        node = self.settings.nodes[row]  # as last committed: the form's pending edits go either way
+        origin = self.origin(node)
+        if origin == "it":
+            return
+        if origin == "copy":
+            assert self.settings.inherited is not None
+            theirs = self.settings.inherited.node(node.name)
+            self.settings.nodes[row] = theirs
+            self._mark(row, theirs)
+            self._show_node(theirs)
+            self._update_enabled()
             return
         self._current = -1  # the form's content goes away with the node
         del self.settings.nodes[row]
