@@ -186,3 +186,16 @@ def test_cluster_usage_errors(args: tuple[str, ...], text: str, profiles: Path) 
     run = mifas_pacs(*args, "--profiles", str(profiles))
     assert run.returncode in (1, 2), run.stderr
     assert run.stderr.startswith("mifas-pacs: ") and text in run.stderr, run.stderr
+
+
+def test_damaged_system_files_are_warned_about_and_the_command_goes_on(address: str, config: Path, tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    system = tmp_path / "etc"
+    system.mkdir()
+    (system / "settings.json").write_text("{ not json")
+    monkeypatch.setenv("MIFAS_SYSTEM_CONFIG_DIR", str(system))
+    run = mifas_pacs("echo", "--node", address, config=config)
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if line.startswith("mifas-pacs: warning: ")]
+    assert len(warnings) == 1 and str(system / "settings.json") in warnings[0], run.stderr
+    assert "answered in" in run.stdout

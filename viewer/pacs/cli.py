@@ -260,7 +260,7 @@ def _run_cluster(args: argparse.Namespace) -> int:
     for option in ("via", "dicomweb", "timeout", "calling_ae", "port"):
         if getattr(args, option, None) is not None:
             raise UsageError(f"--{option.replace('_', '-')} is set by the cluster profile, not with --cluster")
-    profile = load_profile(args, lambda warning: log.warning("%s", warning))
+    profile = load_profile(args, _warn)
     if args.command == "health":
         return cluster_health(profile, as_json=args.json, watch_s=args.watch, interval_s=args.interval)
     if args.command == "echo":
@@ -308,7 +308,7 @@ def run(argv: Sequence[str] | None = None) -> int:
         return _run_cluster(args)
     settings = load_settings(args.config)
     for warning in settings.warnings:
-        log.warning("%s", warning)
+        _warn(warning)
     node = _resolve_node(args, settings.nodes, settings.calling_ae)
     via = args.via or settings.default_via
     if args.command == "get" and args.port is not None and not 1 <= args.port <= 65535:
@@ -344,6 +344,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.exception("internal error")
         _fail(f"internal error: {type(exc).__name__}: {exc}")
         return EXIT_FAILED
+
+
+def _warn(text: str) -> None:
+    """A settings or profile file that could not be read in full: always said (IT's mistakes must not be silent),
+    one line on stderr, and the command goes on with what could be read."""
+    log.warning("%s", text)
+    sys.stderr.write(f"{PROG}: warning: {' '.join(str(text).split())}\n")
+    sys.stderr.flush()
 
 
 def _fail(reason: str) -> None:
