@@ -129,7 +129,8 @@ def test_layouts_show_one_two_or_four_viewports_and_release_hidden_series(qtbot,
     assert window.grid.viewports[2].model.series is None and window.grid.viewports[3].model.series is None
     assert window.grid.viewports[1].model.series is not None  # still shown: kept
     window.grid.set_active(window.grid.viewports[1])
-    window.layout_actions["1x1"].trigger()
+    window.grid.set_layout("1x1")  # from the grid itself: the window's menu and its record of open series follow
+    assert window.layout_actions["1x1"].isChecked()
     assert window.viewport is window.grid.viewports[0]  # the active one was hidden: the first takes over
     assert window.current_series_uid == linked_study["fine"]
     assert window.grid.viewports[1].model.series is None

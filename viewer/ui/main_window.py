@@ -148,6 +148,7 @@ class MainWindow(QMainWindow):
         self._build_toolbar()
         self.grid.viewport_changed.connect(self._on_model_changed)
         self.grid.active_changed.connect(self._on_active_changed)
+        self.grid.layout_changed.connect(self._on_layout_changed)
         self.grid.series_dropped.connect(lambda viewport, uid: self.open_series(uid, viewport))
         for viewport in self.grid.viewports:  # only the active viewport speaks to the status bar
             viewport.load_progress.connect(lambda done, total, v=viewport: v is self.viewport
@@ -336,9 +337,11 @@ class MainWindow(QMainWindow):
     def set_layout(self, name: str) -> None:
         """1x1, 1x2 or 2x2 viewports; a viewport the layout hides closes its series."""
         self.grid.set_layout(name)
+
+    def _on_layout_changed(self, name: str) -> None:
         for viewport in self.grid.viewports:
-            if viewport not in self.grid.visible_viewports():
-                self._series_uids.pop(viewport, None)
+            if viewport.model.series is None:
+                self._series_uids.pop(viewport, None)  # hidden by the layout: its series was closed
         self.layout_actions[name].setChecked(True)
 
     def _on_tag_dock_visibility(self, visible: bool) -> None:
