@@ -252,28 +252,36 @@ def test_gui_screenshot_of_the_demo_study(installed: Installed, tmp_path: Path) 
 
 
 VTK_RENDER = """
-import vtkmodules.vtkRenderingOpenGL2  # noqa: F401  (the OpenGL backend)
-from vtkmodules.util.numpy_support import vtk_to_numpy
-from vtkmodules.vtkFiltersSources import vtkSphereSource
-from vtkmodules.vtkRenderingCore import vtkActor, vtkPolyDataMapper, vtkRenderer, vtkRenderWindow, vtkWindowToImageFilter
-sphere = vtkSphereSource(); sphere.SetThetaResolution(48); sphere.SetPhiResolution(48)
-mapper = vtkPolyDataMapper(); mapper.SetInputConnection(sphere.GetOutputPort())
-actor = vtkActor(); actor.SetMapper(mapper)
-renderer = vtkRenderer(); renderer.AddActor(actor); renderer.SetBackground(0, 0, 0)
-window = vtkRenderWindow(); window.SetOffScreenRendering(1); window.SetSize(200, 200); window.AddRenderer(renderer)
-window.Render()
-grab = vtkWindowToImageFilter(); grab.SetInput(window); grab.Update()
-pixels = vtk_to_numpy(grab.GetOutput().GetPointData().GetScalars())
-print(int((pixels.max(axis=1) > 30).sum()), len(set(pixels[:, 0].tolist())))
+import numpy as np
+from viewer.dicom.volume import Volume, VolumeGeometry
+from viewer.ui.render3d import VolumeScene
+k, j, i = np.indices((64, 64, 64))
+r = np.sqrt((k - 32.0) ** 2 + (j - 32.0) ** 2 + (i - 32.0) ** 2)
+data = np.where(r <= 20, 1000, np.where(r <= 26, 40, -850)).astype(np.int16)  # bone ball in soft tissue, in air
+g = VolumeGeometry(shape=data.shape, origin=(0.0, 0.0, 0.0), row_direction=(1.0, 0.0, 0.0),
+                   column_direction=(0.0, 1.0, 0.0), normal=(0.0, 0.0, 1.0), spacing=(1.0, 1.0, 1.0))
+scene = VolumeScene(Volume(data, g, []), size=(200, 200))
+frames = []
+for preset in ("CT bone", "CT soft tissue"):
+    scene.set_preset(preset)
+    scene.render()
+    frames.append(scene.frame().astype(int))
+lit = int((frames[0].max(axis=2) > 30).sum())
+differ = int((abs(frames[0] - frames[1]).max(axis=2) > 30).sum())
+print(scene.mapper_kind, lit, differ)
+scene.close()
 """
 
 
 def test_3d_renders_with_the_installed_opengl(installed: Installed) -> None:
-    """VTK (the 3D view) renders through the OpenGL the package's Depends brought (Mesa, on the CPU here)."""
+    """The viewer's own volume rendering (viewer.ui.render3d: VTK's volume mappers) draws through the OpenGL the
+    package's Depends brought (Mesa, on the CPU here): a ball that is not blank and differs between presets."""
     out = installed.run(f"{PREFIX}/bin/python", "-c", VTK_RENDER, env={"DISPLAY": installed.display})
-    lit, levels = (int(v) for v in out.split()[-2:])
-    assert 0.2 * 200 * 200 < lit < 0.8 * 200 * 200, f"{lit} lit pixels: no sphere"
-    assert levels >= 32, f"{levels} grey levels: the sphere is not shaded"
+    mapper, lit, differ = out.split()[-3:]
+    lit, differ = int(lit), int(differ)
+    installed.measured.update(vr_mapper=mapper, vr_lit_pixels=lit, vr_pixels_differing_between_presets=differ)
+    assert 0.05 * 200 * 200 < lit < 0.8 * 200 * 200, f"{lit} lit pixels ({mapper} mapper): no ball"
+    assert differ > 0.01 * 200 * 200, f"only {differ} pixels differ between the bone and soft-tissue presets"
 
 
 def test_upgrade_keeps_what_it_configured(installed: Installed, tmp_path: Path) -> None:
