@@ -244,3 +244,38 @@ def test_the_position_overlay_names_the_axis_across_the_slices(qtbot, make_windo
     qtbot.waitUntil(lambda: coronal.painted_index == coronal.model.index, timeout=3000)
     assert axial.overlay_lines()["bottom_left"][-1] == "Pos: S 20.00 mm"  # along z for axial slices
     assert coronal.overlay_lines()["bottom_left"][-1] == "Pos: P 8.00 mm"  # along y for coronal ones
+
+
+def test_measurements_follow_the_image_into_any_viewport(qtbot, make_window, linked_study, library) -> None:
+    from viewer.ui.viewport import MEASURE_COLOR
+
+    def yellow(viewport) -> int:
+        image = viewport.grab().toImage().convertToFormat(viewport.grab().toImage().Format.Format_RGB888)
+        width, height = image.width(), image.height()
+        rows = np.frombuffer(image.constBits(), dtype=np.uint8).reshape(height, image.bytesPerLine())
+        rgb = rows[:, :width * 3].reshape(height, width, 3).astype(int)
+        target = np.array([MEASURE_COLOR.red(), MEASURE_COLOR.green(), MEASURE_COLOR.blue()])
+        return int((np.abs(rgb - target).sum(axis=2) <= 40).sum())
+
+    window = reading(qtbot, make_window, library, linked_study, "1x2", ("fine", "fine"))
+    window.link_action.trigger()  # the same series twice would scroll together: not now
+    left, right = window.grid.viewports[:2]
+    left.model.set_index(5)
+    right.model.set_index(6)
+    qtbot.waitUntil(lambda: left.painted_index == 5 and right.painted_index == 6, timeout=3000)
+    before = yellow(right)
+    assert left.add_measurement("distance", [(10.0, 10.0), (40.0, 50.0)]) is not None
+    assert [a.kind for a, _ in left.measurements()] == ["distance"] and right.measurements() == []
+    right.model.set_index(5)  # the same image in the other viewport: its measurement is there
+    qtbot.waitUntil(lambda: right.painted_index == 5, timeout=3000)
+    assert [text for _, text in right.measurements()] == [text for _, text in left.measurements()]
+    assert "50.0 mm" in right.measurements()[0][1]  # 30 x 40 pixels of 1 mm
+    qtbot.waitUntil(lambda: yellow(right) > before + 30, timeout=3000)
+    # the layout hides it and brings it back: the session keeps the measurement
+    window.set_layout("1x1")
+    window.set_layout("1x2")
+    open_in(qtbot, window, 1, linked_study["fine"])
+    right.model.set_index(5)
+    assert len(right.measurements()) == 1
+    right.clear_measurements()
+    assert left.measurements() == []

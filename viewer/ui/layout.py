@@ -15,6 +15,9 @@ same point):
 * **reference lines**: every other visible viewport draws the line where the active viewport's slice cuts its
   own slice (:func:`viewer.dicom.geometry.reference_line`); parallel slices have none.
 
+The viewports share the session's measurements (:class:`~viewer.ui.annotations.AnnotationStore`, keyed by
+SOP Instance UID and frame): an image shows its measurements in whichever viewport shows it.
+
 A viewport that a smaller layout hides releases its series (and its decoded slices), so the decoded memory is
 bounded by the visible viewports: at most 4 x the per-series cache of :mod:`viewer.ui.series_source`.
 """
@@ -29,6 +32,7 @@ from PySide6.QtWidgets import QFrame, QGridLayout, QVBoxLayout, QWidget
 
 from viewer.dicom.geometry import reference_line
 from viewer.ui import viewport_model as vm
+from viewer.ui.annotations import AnnotationStore
 from viewer.ui.series_source import SERIES_MIME_TYPE, series_uid_from_mime
 from viewer.ui.viewport import Viewport
 from viewer.ui.viewport_model import Changed
@@ -95,8 +99,10 @@ class ViewportGrid(QWidget):
         self._grid = QGridLayout(self)
         self._grid.setContentsMargins(0, 0, 0, 0)
         self._grid.setSpacing(0)
+        self.annotations = AnnotationStore()  # one for the session: an image shows its measurements in any viewport
         for _ in range(VIEWPORTS_MAX):
-            viewport = Viewport(self)
+            viewport = Viewport(self, annotations=self.annotations)
+            viewport.annotations_changed.connect(self._repaint_all)
             frame = ViewportFrame(viewport, self)
             frame.dropped.connect(lambda uid, v=viewport: self._on_dropped(v, uid))
             viewport.installEventFilter(self)
@@ -169,6 +175,10 @@ class ViewportGrid(QWidget):
                 and isinstance(watched, Viewport):
             self.set_active(watched)
         return False
+
+    def _repaint_all(self) -> None:
+        for v in self.visible_viewports():
+            v.update()
 
     def _on_dropped(self, viewport: Viewport, uid: str) -> None:
         self.set_active(viewport)

@@ -135,8 +135,11 @@ class Viewport(QWidget):
     message_changed = Signal(str)  # "" when the slice is shown, else "Loading…" or the error text
     measured = Signal(object)  # an Annotation was just added
     tool_changed = Signal(str)  # the measurement tool ("" = navigate)
+    annotations_changed = Signal()  # a measurement was added or cleared (other views of the store repaint)
 
-    def __init__(self, parent: QWidget | None = None, *, model: ViewportModel | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, model: ViewportModel | None = None,
+                 annotations: AnnotationStore | None = None) -> None:
+        """`annotations`: the session's store, shared by the viewports of a layout (default: one of its own)."""
         super().__init__(parent)
         self.model = model or ViewportModel()
         self.model.changed.connect(self._on_model_changed)
@@ -169,7 +172,7 @@ class Viewport(QWidget):
         self._painted_index = -1
         self._drag_mode: str | None = None
         self.tool: str | None = None  # a measurement tool (annotations.TOOLS) or None: navigate
-        self.annotations = AnnotationStore()
+        self.annotations = annotations if annotations is not None else AnnotationStore()
         self._drawing: list[tuple[float, float]] = []  # points of the measurement being drawn, image (row, col)
         self._hover: tuple[float, float] | None = None
         self._drag_last = QPointF()
@@ -331,6 +334,7 @@ class Viewport(QWidget):
         self.annotations.add(annotation)
         self.update()
         self.measured.emit(annotation)
+        self.annotations_changed.emit()
         return annotation
 
     def clear_measurements(self) -> None:
@@ -338,6 +342,7 @@ class Viewport(QWidget):
         if key is not None:
             self.annotations.clear_frame(key)
             self.update()
+            self.annotations_changed.emit()
 
     def export_png(self, path) -> bool:
         """The view as the user sees it (image, overlays, measurements) into a PNG."""
