@@ -10,8 +10,9 @@ The recipe (the same one would serve a Windows or macOS installer, see docs/admi
    package owns when ours is purged);
 2. the project installed into it **non-editable** from a copy of the source (``pip install``, from the wheels and
    index pip is configured with; the build never touches the project's own ``.venv``), then pip and setuptools
-   removed, every ``__pycache__`` and the test suites of the bundled libraries left out, VTK's libraries
-   stripped of their symbol tables;
+   removed, every ``__pycache__`` and the test suites of the bundled libraries left out, VTK cut down to the
+   modules the viewer uses and the libraries they need (:func:`prune_vtk`: a probe in the staged venv imports the
+   viewer's VTK modules and renders a small volume), its libraries stripped of their symbol tables;
 3. relocation: the console scripts' shebangs rewritten from the staging path to ``/usr/lib/mifas-viewer/bin/python``,
    ``pyvenv.cfg`` and the dist-info's ``direct_url.json`` freed of the build path;
 4. ``/usr/bin/mifas-viewer`` and ``/usr/bin/mifas-pacs`` (symbolic links into the venv), the ``.desktop`` entry and
@@ -102,6 +103,86 @@ def make_venv(stage: Path, source: Path) -> Path:
     run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-compile", "--no-warn-script-location",
          str(source)], "pip install", env=env)
     return venv
+
+
+# The modules through which the viewer uses VTK (viewer.ui.render3d is the one VTK module, volume_view its widget).
+VTK_ENTRY_MODULES = ("viewer.ui.render3d", "viewer.ui.volume_view")
+VTK_PROBE = r"""
+import importlib, json, os, sys
+for name in sys.argv[1:]:
+    importlib.import_module(name)
+rendered = ""
+try:  # render once, offscreen, so that libraries VTK loads only when it draws are seen too
+    import numpy as np
+    from viewer.dicom.volume import Volume, VolumeGeometry
+    from viewer.ui.render3d import VolumeScene
+    data = np.zeros((16, 16, 16), dtype=np.int16)
+    data[4:12, 4:12, 4:12] = 1000
+    g = VolumeGeometry((16, 16, 16), (0.0, 0.0, 0.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0), (1.0, 1.0, 1.0))
+    scene = VolumeScene(Volume(data, g, []), size=(64, 64))
+    scene.render()
+    scene.frame()
+    rendered = scene.mapper_kind
+    scene.close()
+except Exception as exc:  # reported; the caller then keeps VTK whole
+    rendered = ""
+    print(f"render failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+modules = sorted(m.split(".")[1] for m in sys.modules if m.startswith("vtkmodules.vtk"))
+mapped = sorted({os.path.basename(line.split()[-1]) for line in open("/proc/self/maps") if "/vtkmodules/" in line})
+print(json.dumps({"modules": modules, "mapped": mapped, "rendered": rendered}))
+"""
+
+
+def _needed(path: Path) -> list[str]:
+    out = run(["readelf", "-d", str(path)], "readelf (Debian: apt-get install binutils)").stdout
+    return re.findall(r"\(NEEDED\).*\[(.+)\]", out)
+
+
+def prune_vtk(venv: Path) -> dict[str, object]:
+    """Keep only the part of VTK the viewer uses.  VTK's wheel is 560 MB of 376 libraries (accelerators, IO for
+    dozens of formats, charts, web...).  What the viewer needs: the Python modules its VTK modules import (a probe
+    imports them and renders a small volume offscreen in the staged venv, and reads which VTK libraries the process
+    mapped), every vtkmodules.vtk* module named in its source, and all the libraries those need (readelf NEEDED,
+    transitively).  The rest of VTK's libraries and type stubs go; its Python files stay (importing an unused one
+    fails with ImportError, as for any missing module).  When the probe cannot render, VTK is kept whole."""
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    vtk = site / "vtkmodules"
+    if not vtk.is_dir():
+        return {}
+    env = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", QT_QPA_PLATFORM="offscreen")
+    env.pop("PYTHONPATH", None)
+    result = subprocess.run([str(venv / "bin/python"), "-c", VTK_PROBE, *VTK_ENTRY_MODULES], capture_output=True,
+                            text=True, env=env, stdin=subprocess.DEVNULL, timeout=300)
+    lines = result.stdout.strip().splitlines()
+    if result.returncode != 0 or not lines:
+        raise SystemExit(f"build_deb: importing the viewer's VTK modules failed:\n{result.stderr[-3000:]}")
+    probe = json.loads(lines[-1])
+    if not probe["rendered"]:
+        say(f"VTK kept whole: the probe could not render ({result.stderr.strip()[-300:]})")
+        return {"vtk_pruned": False}
+    source = "\n".join(p.read_text(errors="replace") for p in (site / "viewer").rglob("*.py"))
+    modules = set(probe["modules"]) | set(re.findall(r"vtkmodules\.(vtk\w+)", source))
+    files = {p.name: p for p in vtk.glob("*.so*") if p.is_file()}
+    keep = {name for name in files if name.split(".")[0] in modules and ".cpython-" in name}
+    keep |= {name for name in probe["mapped"] if name in files}
+    todo = list(keep)
+    while todo:
+        for dependency in _needed(files[todo.pop()]):
+            if dependency in files and dependency not in keep:
+                keep.add(dependency)
+                todo.append(dependency)
+    before = sum(p.stat().st_size for p in files.values())
+    removed = [p for name, p in files.items() if name not in keep]
+    for path in removed:
+        path.unlink()
+    kept_modules = {name.split(".")[0] for name in keep if ".cpython-" in name}
+    for stub in vtk.glob("*.pyi"):
+        if stub.stem not in kept_modules:
+            stub.unlink()
+    after = sum(files[name].stat().st_size for name in keep)
+    say(f"VTK: kept {len(keep)} of {len(files)} libraries ({after >> 20} of {before >> 20} MiB before stripping)")
+    return {"vtk_pruned": True, "vtk_libraries_kept": len(keep), "vtk_libraries_removed": len(removed),
+            "vtk_mapper_probed": probe["rendered"]}
 
 
 def strip_venv(venv: Path) -> None:
@@ -257,6 +338,7 @@ def build(out_dir: Path, work: Path, compression: str, level: int) -> dict[str, 
     copy_source(source)
     say(f"installing {PACKAGE} {ver} and its dependencies into a venv for {PREFIX}")
     venv = make_venv(stage, source)
+    pruned = prune_vtk(venv)
     strip_venv(venv)
     relocate(venv)
     icons = stage_files(stage)
@@ -273,7 +355,7 @@ def build(out_dir: Path, work: Path, compression: str, level: int) -> dict[str, 
     shutil.rmtree(work)
     return {"deb": str(deb), "version": ver, "bytes": deb.stat().st_size,
             "mib": round(deb.stat().st_size / 2**20, 1), "installed_kib": installed_kib,
-            "compression": f"{compression}-{level}", "icons_png": icons,
+            "compression": f"{compression}-{level}", "icons_png": icons, **pruned,
             "pack_s": round(pack_s, 1), "build_s": round(time.monotonic() - started, 1)}
 
 

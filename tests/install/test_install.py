@@ -268,20 +268,38 @@ for preset in ("CT bone", "CT soft tissue"):
     frames.append(scene.frame().astype(int))
 lit = int((frames[0].max(axis=2) > 30).sum())
 differ = int((abs(frames[0] - frames[1]).max(axis=2) > 30).sum())
-print(scene.mapper_kind, lit, differ)
 scene.close()
+# the 3D widget of the reading window (QVTK in Qt, trackball interaction), shown on the test's X server
+from PySide6.QtGui import QImage
+from PySide6.QtWidgets import QApplication
+from viewer.ui.volume_view import VolumeView
+app = QApplication([])
+view = VolumeView(Volume(data, g, []))
+view.resize(320, 320)
+view.show()
+for _ in range(30):
+    app.processEvents()
+shot = QImage(str(view.save_snapshot("/tmp/mifas-3d-widget.png")))
+widget_lit = sum(1 for y in range(0, shot.height(), 2) for x in range(0, shot.width(), 2)
+                 if max(shot.pixelColor(x, y).getRgb()[:3]) > 30)
+view.shutdown()
+print(scene.mapper_kind, lit, differ, widget_lit)
 """
 
 
 def test_3d_renders_with_the_installed_opengl(installed: Installed) -> None:
     """The viewer's own volume rendering (viewer.ui.render3d: VTK's volume mappers) draws through the OpenGL the
-    package's Depends brought (Mesa, on the CPU here): a ball that is not blank and differs between presets."""
+    package's Depends brought (Mesa, on the CPU here): a ball that is not blank and differs between presets; and the
+    reading window's 3D widget (QVTK) shows and snapshots it.  This also proves the package's cut-down VTK holds
+    what the viewer uses."""
     out = installed.run(f"{PREFIX}/bin/python", "-c", VTK_RENDER, env={"DISPLAY": installed.display})
-    mapper, lit, differ = out.split()[-3:]
-    lit, differ = int(lit), int(differ)
-    installed.measured.update(vr_mapper=mapper, vr_lit_pixels=lit, vr_pixels_differing_between_presets=differ)
+    mapper, lit, differ, widget_lit = out.split()[-4:]
+    lit, differ, widget_lit = int(lit), int(differ), int(widget_lit)
+    installed.measured.update(vr_mapper=mapper, vr_lit_pixels=lit, vr_pixels_differing_between_presets=differ,
+                              vr_widget_lit_samples=widget_lit)
     assert 0.05 * 200 * 200 < lit < 0.8 * 200 * 200, f"{lit} lit pixels ({mapper} mapper): no ball"
     assert differ > 0.01 * 200 * 200, f"only {differ} pixels differ between the bone and soft-tissue presets"
+    assert widget_lit > 0.02 * (320 // 2) ** 2, f"the 3D widget's snapshot is blank ({widget_lit} lit samples)"
 
 
 def test_upgrade_keeps_what_it_configured(installed: Installed, tmp_path: Path) -> None:
