@@ -117,9 +117,15 @@ def test_series_geometry_of_an_enhanced_multiframe_from_its_functional_groups() 
     assert [geometry.plane(k) for k in range(3)] == [axial(0.0), axial(10.0), axial(20.0)]
 
 
-def test_series_nearest_agrees_with_nearest_slice() -> None:
-    positions = [(-100.0, -100.0, z) for z in (8.0, 0.0, 2.0, 4.0, 6.0, 10.5)]  # any order, one uneven gap
-    geometry = series_geometry(positions, header())
+def test_series_nearest_is_the_closest_depth_within_half_a_spacing() -> None:
+    depths = (8.0, 0.0, 2.0, 4.0, 6.0, 10.5)  # any order, one uneven gap; mean spacing 2.1 mm
+    geometry = series_geometry([(-100.0, -100.0, z) for z in depths], header())
+    half = (10.5 - 0.0) / 5 / 2
     for z in np.arange(-3.0, 14.0, 0.25):
         point = (0.0, 0.0, float(z))
-        assert geometry.nearest(point) == nearest_slice(geometry.planes, point), z
+        if z < -half or z > 10.5 + half:
+            expected = None
+        else:  # written out: the smallest distance, the shallower slice on a tie
+            expected = min(range(len(depths)), key=lambda i: (abs(depths[i] - z), depths[i]))
+        assert geometry.nearest(point) == expected, z
+        assert nearest_slice(geometry.planes, point) == expected, z

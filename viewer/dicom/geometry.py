@@ -92,17 +92,7 @@ def reference_line(source: ImagePlane, target: ImagePlane) -> tuple[tuple[float,
 def nearest_slice(slices: Sequence[ImagePlane | None], point: Sequence[float]) -> int | None:
     """The index of the slice nearest `point` along the series' normal (slices in any order; ones without
     geometry are skipped); None when the point lies beyond the series by more than half a slice spacing."""
-    known = [(i, s) for i, s in enumerate(slices) if s is not None]
-    if not known:
-        return None
-    normal = known[0][1].normal
-    depth = float(np.asarray(point, dtype=float) @ normal)
-    along = sorted((float(np.asarray(s.position) @ normal), i) for i, s in known)
-    positions = [a for a, _ in along]
-    half = (positions[-1] - positions[0]) / max(len(positions) - 1, 1) / 2 if len(positions) > 1 else 0.5
-    if depth < positions[0] - half or depth > positions[-1] + half:
-        return None
-    return min(along, key=lambda item: abs(item[0] - depth))[1]
+    return SeriesGeometry("", tuple(slices)).nearest(point)
 
 
 @dataclass(frozen=True)
@@ -130,7 +120,8 @@ class SeriesGeometry:
         return depths, np.array([i for _, i in known]), half
 
     def nearest(self, point: Sequence[float]) -> int | None:
-        """:func:`nearest_slice` of this series, from depths computed once."""
+        """The frame nearest `point` along the normal (None beyond half a spacing past either end), from depths
+        computed once per series (linked scrolling asks on every step)."""
         if self.normal is None:
             return None
         depths, indices, half = self._depths

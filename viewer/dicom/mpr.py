@@ -34,7 +34,6 @@ SCREEN_AXES = {  # plane -> (screen right, screen down) in patient coordinates
     "coronal": ((1.0, 0.0, 0.0), (0.0, 0.0, -1.0)),
     "sagittal": ((0.0, 1.0, 0.0), (0.0, 0.0, -1.0)),
 }
-PLANE_NORMALS = {plane: np.cross(*[np.asarray(v) for v in axes]) for plane, axes in SCREEN_AXES.items()}
 SLAB_MODES = ("mip", "minip", "mean")
 ALIGN_TOLERANCE = 1e-3  # |direction cosine| within this of 1 counts as "along a patient axis"
 SLAB_MM_MAX = 200.0
@@ -83,9 +82,9 @@ class Mpr:
         g = volume.geometry
         self._axes = np.array([g.normal, g.column_direction, g.row_direction])  # array axis (k, j, i) -> patient
         self._aligned = self._axis_map() if self._is_aligned() else None
-        self.crosshair = g.to_patient([(n - 1) / 2 for n in g.shape])
-        self._plane_axes = dict(_DEFAULT_AXES)
         self._centre = g.to_patient([(n - 1) / 2 for n in g.shape])
+        self.crosshair = self._centre.copy()
+        self._plane_axes = dict(_DEFAULT_AXES)
         self._corners = np.array([g.to_patient((k, j, i)) for k in (0, g.shape[0] - 1) for j in (0, g.shape[1] - 1)
                                   for i in (0, g.shape[2] - 1)])
         # the last resampled image of each plane, coarse and full (at most 2 x 3 images)
@@ -172,7 +171,7 @@ class Mpr:
         if self._aligned is not None and not self.is_rotated(plane):
             return None
         right, down = self._plane_axes[plane]
-        normal = np.cross(right, down)
+        normal = self.normal(plane)
         slab_mm = min(max(float(slab_mm), 0.0), SLAB_MM_MAX)
         pixels_max = min(max(int(pixels_max), 16), OBLIQUE_PIXELS_MAX)
         key = (tuple(right), tuple(down), round(float(self.crosshair @ normal), 6), slab_mm, mode, pixels_max)
