@@ -24,8 +24,6 @@ bounded by the visible viewports: at most 4 x the per-series cache of :mod:`view
 
 from __future__ import annotations
 
-import logging
-
 from PySide6.QtCore import QEvent, QObject, Signal
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QFrame, QGridLayout, QVBoxLayout, QWidget
@@ -36,8 +34,6 @@ from viewer.ui.annotations import AnnotationStore
 from viewer.ui.series_source import SERIES_MIME_TYPE, series_uid_from_mime
 from viewer.ui.viewport import Viewport
 from viewer.ui.viewport_model import Changed
-
-log = logging.getLogger(__name__)
 
 LAYOUTS: dict[str, tuple[int, int]] = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}  # name: (rows, columns)
 VIEWPORTS_MAX = 4
@@ -63,17 +59,19 @@ class ViewportFrame(QFrame):
     def set_active(self, active: bool) -> None:
         self.setStyleSheet(ACTIVE_FRAME_STYLE if active else IDLE_FRAME_STYLE)
 
-    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+    @staticmethod
+    def _offer(event: QDragEnterEvent | QDragMoveEvent) -> None:
+        """Accept a drag that carries a series (entering, and moving over the frame); refuse any other."""
         if event.mimeData().hasFormat(SERIES_MIME_TYPE):
             event.acceptProposedAction()
         else:
             event.ignore()
 
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        self._offer(event)
+
     def dragMoveEvent(self, event: QDragMoveEvent) -> None:
-        if event.mimeData().hasFormat(SERIES_MIME_TYPE):
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+        self._offer(event)
 
     def dropEvent(self, event: QDropEvent) -> None:
         uid = series_uid_from_mime(event.mimeData())
@@ -196,10 +194,10 @@ class ViewportGrid(QWidget):
         self.update_links()
 
     def _on_model_changed(self, viewport: Viewport, event: Changed) -> None:
-        if event.aspects & {vm.INDEX, vm.SERIES}:
-            if viewport is self._active and not self._syncing and self.link_scrolling:
+        if event.aspects & {vm.INDEX, vm.SERIES} and not self._syncing:  # moves made by _follow wait for its end
+            if viewport is self._active and self.link_scrolling:
                 self._follow(viewport)
-            self.update_links()
+            self.update_links()  # once per user step, whatever linking moved
         self.viewport_changed.emit(viewport, event)
 
     def linked_viewports(self, source: Viewport) -> list[Viewport]:
@@ -234,9 +232,10 @@ class ViewportGrid(QWidget):
         source = self._active
         plane = source.current_plane() if self.show_reference_lines else None
         frame = source.series_geometry().frame_of_reference_uid if plane is not None else None
+        visible = self.visible_viewports()
         for v in self.viewports:
             lines = []
-            if plane is not None and v is not source and v in self.visible_viewports():
+            if plane is not None and v is not source and v in visible:
                 geometry = v.series_geometry()
                 target = v.current_plane()
                 if geometry is not None and target is not None and geometry.frame_of_reference_uid == frame:

@@ -232,7 +232,7 @@ class MprPanel(QWidget):
             view.clicked_at.connect(self._clicked)
             view.scroll_requested.connect(self._scroll)
             view.window_dragged.connect(self._drag_window)
-            view.rotate_requested.connect(self._rotate)
+            view.rotate_requested.connect(self.rotate)
             view.drag_started.connect(self._drag_started)
             view.drag_finished.connect(self._drag_finished)
         self._interactive = False  # a mouse button is down: resampled planes are computed coarse
@@ -299,9 +299,6 @@ class MprPanel(QWidget):
     def reset_rotation(self) -> None:
         self.mpr.reset_rotation()
         self.refresh()
-
-    def _rotate(self, plane: str, degrees: float) -> None:
-        self.rotate(plane, degrees)
 
     def _drag_started(self) -> None:
         self._interactive = True
