@@ -348,8 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _warn(text: str) -> None:
     """A settings or profile file that could not be read in full: always said (IT's mistakes must not be silent),
-    one line on stderr, and the command goes on with what could be read."""
-    log.warning("%s", text)
+    one line on stderr, and the command goes on with what could be read.  Not logged as well: with -v the log
+    goes to the same stderr, and the line would show twice."""
     sys.stderr.write(f"{PROG}: warning: {' '.join(str(text).split())}\n")
     sys.stderr.flush()
 
