@@ -49,7 +49,7 @@ from PySide6.QtWidgets import QSizePolicy, QWidget
 
 from viewer.dicom.geometry import SeriesGeometry, series_geometry
 from viewer.dicom.pixels import PRESETS, Window, render_color
-from viewer.dicom.series import SeriesImages, priority_order
+from viewer.dicom.series import SeriesImages, priority_order, slice_normal
 from viewer.errors import MifasError
 from viewer.ui import viewport_model as vm
 from viewer.ui.annotations import POINTS_NEEDED, TOOLS, Annotation, AnnotationStore, measure_text
@@ -258,10 +258,6 @@ class Viewport(QWidget):
     def current_plane(self):
         geometry = self.series_geometry()
         return geometry.plane(self.model.index) if geometry is not None and self.model.count else None
-
-    @property
-    def reference_lines(self) -> tuple[tuple[tuple[float, float], tuple[float, float]], ...]:
-        return self._reference_lines
 
     def set_reference_lines(self, lines) -> None:
         """Segments to draw over the image, each ((row, col), (row, col)) in this image's pixels."""
@@ -744,7 +740,7 @@ def _position_text(position, orientation) -> str:
     y+ = P, z+ = S): "Pos: S 20.00 mm" for an axial slice, "Pos: P 4.00 mm" for a coronal one."""
     axis = 2
     if orientation is not None and len(orientation) == 6:
-        normal = np.cross(np.asarray(orientation[:3], dtype=float), np.asarray(orientation[3:], dtype=float))
+        normal = slice_normal(orientation)
         if np.all(np.isfinite(normal)) and np.any(normal):
             axis = int(np.argmax(np.abs(normal)))
     value = float(position[axis])
