@@ -32,6 +32,12 @@ from typing import Any
 import platformdirs
 
 from viewer.errors import MifasError
+
+# IT's folder ($MIFAS_SYSTEM_CONFIG_DIR, else /etc/mifas-viewer) is the folder the cluster profiles are read from:
+# one definition, in viewer.pacs.cluster, re-exported here under the settings' names.
+from viewer.pacs.cluster import SYSTEM_CONFIG_DIR_ENV  # noqa: F401
+from viewer.pacs.cluster import SYSTEM_PROFILE_DIR as SYSTEM_CONFIG_DIR  # noqa: F401
+from viewer.pacs.cluster import system_profile_dir as system_config_dir
 from viewer.pacs.node import (
     DEFAULT_CALLING_AE,
     DEFAULT_STORAGE_PORT,
@@ -44,8 +50,6 @@ from viewer.pacs.node import (
 
 APP_NAME = "mifas-viewer"
 SETTINGS_FILE_NAME = "settings.json"
-SYSTEM_CONFIG_DIR = Path("/etc/mifas-viewer")
-SYSTEM_CONFIG_DIR_ENV = "MIFAS_SYSTEM_CONFIG_DIR"  # moves it (tests; the same for viewer.pacs.cluster)
 SYSTEM_SETTINGS_FILE_NAME = SETTINGS_FILE_NAME  # /etc/mifas-viewer/settings.json (never read as cluster profiles)
 SCALAR_KEYS = ("library_dir", "default_via", "calling_ae", "storage_port", "volume_memory_mib")
 SETTINGS_VERSION = 1
@@ -86,12 +90,6 @@ def config_dir() -> Path:
 
 def settings_path(path: Path | str | None = None) -> Path:
     return Path(path) if path is not None else config_dir() / SETTINGS_FILE_NAME
-
-
-def system_config_dir() -> Path:
-    """$MIFAS_SYSTEM_CONFIG_DIR, else /etc/mifas-viewer: where IT's defaults and cluster profiles live."""
-    override = os.environ.get(SYSTEM_CONFIG_DIR_ENV)
-    return Path(override) if override else SYSTEM_CONFIG_DIR
 
 
 def system_settings_path() -> Path:
