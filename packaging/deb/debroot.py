@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lab"))
 from mifaslab.host import host_mirrors  # noqa: E402  (the lab reads the host's apt sources the same way)
+from mifaslab.host import remove_tree as _remove_tree  # noqa: E402
 
 SUITE = "bookworm"
 VARIANT = "minbase"
@@ -128,14 +129,8 @@ def base_tarball(*, say: Say = print, cache: Path | None = None) -> tuple[Path, 
 
 
 def remove_tree(path: Path) -> None:
-    """Remove a folder, first unmounting anything left mounted inside it (never following a mount out)."""
-    prefix = str(path.resolve()) + "/"
-    for mount in sorted((line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-                         if line.split()[1].startswith(prefix)), reverse=True):
-        subprocess.run(["umount", "-l", mount], capture_output=True)
-    if any(line.split()[1].startswith(prefix) for line in Path("/proc/mounts").read_text().splitlines()):
-        raise RootError(f"cannot unmount everything under {path}; not deleting it")
-    shutil.rmtree(path, ignore_errors=True)
+    """Unmount what is left inside `path`, then delete it (the lab's helper; RootError when a mount stays)."""
+    _remove_tree(path, error=RootError)
 
 
 ROOTS_DIR = Path("/var/tmp/mifas-install-roots")

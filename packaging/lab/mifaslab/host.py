@@ -21,7 +21,7 @@ from viewer.pacs.clusterlab.host import (
 )
 
 __all__ = ["LabError", "kill_namespace", "missing_tools", "netns_exists", "netns_list", "netns_pids",
-           "host_mirrors", "process_alive", "run", "setup_network", "tail", "taps_left"]
+           "host_mirrors", "process_alive", "remove_tree", "run", "setup_network", "tail", "taps_left"]
 
 
 class LabError(ClusterLabError):
@@ -52,6 +52,23 @@ def host_mirrors() -> tuple[str, str]:
                 elif mirror == config.DEFAULT_MIRROR:
                     mirror = url
     return mirror, security
+
+
+def remove_tree(path: Path, *, error: type[Exception] = LabError) -> None:
+    """Remove a folder, first unmounting anything an interrupted run left mounted inside it.  If something stays
+    mounted, `error` is raised and nothing is deleted: deleting through a bind mount of the host's /dev would
+    delete the host's device nodes."""
+    prefix = str(path.resolve()) + "/"
+
+    def mounted() -> list[str]:
+        return [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
+                if line.split()[1].startswith(prefix)]
+
+    for mount in sorted(mounted(), reverse=True):
+        subprocess.run(["umount", "-l", mount], capture_output=True)
+    if mounted():
+        raise error(f"cannot unmount everything under {path}; not deleting it")
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def missing_tools(tools: dict[str, str]) -> list[str]:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mifaslab import config
-from mifaslab.host import LabError, host_mirrors, missing_tools, tail
+from mifaslab.host import LabError, host_mirrors, missing_tools, remove_tree, tail
 
 Say = Callable[[str], None]
 
@@ -95,7 +95,7 @@ def build(*, cache: Path | None = None, force: bool = False, say: Say = print) -
     cache = cache or config.cache_dir()
     for stale in cache.glob("build-*.partial"):  # never reused: an interrupted build may have stopped anywhere
         say(f"removing a half-built image left by an interrupted build: {stale.name}")
-        _remove_tree(stale)
+        remove_tree(stale)
     if not force:
         image = cached(cache)
         if image is not None:
@@ -117,15 +117,15 @@ def build(*, cache: Path | None = None, force: bool = False, say: Say = print) -
                                                    "build_s": round(time.monotonic() - started, 1)}, indent=1))
         final = cache / f"image-{ident}"
         if final.exists():
-            _remove_tree(final)
+            remove_tree(final)
         work.rename(final)
     except BaseException:
-        _remove_tree(work)
+        remove_tree(work)
         raise
     for old in cache.glob("image-*"):
         if old != final:
             say(f"removing the image of an older recipe: {old.name}")
-            _remove_tree(old)
+            remove_tree(old)
     seconds = time.monotonic() - started
     say(f"built image {final.name} in {seconds:.0f} s")
     return Image(final), seconds
@@ -180,7 +180,7 @@ def _build_into(work: Path, say: Say) -> None:
     image = work / IMAGE_FILE
     _run(["truncate", "-s", config.IMAGE_SIZE, str(image)], log, "truncate")
     _run(["mkfs.ext4", "-q", "-F", "-L", config.IMAGE_LABEL, "-d", str(root), str(image)], log, "mkfs.ext4")
-    _remove_tree(root)
+    remove_tree(root)
 
 
 def _run(argv: list[str], log: Path, what: str) -> None:
@@ -227,12 +227,3 @@ def _copy_tree(source: Path, target: Path) -> None:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest)
             dest.chmod(guest_mode(path))
-
-
-def _remove_tree(path: Path) -> None:
-    """Remove a build folder, first unmounting anything an interrupted build left mounted inside it."""
-    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()
-              if line.split()[1].startswith(str(path) + "/")]
-    for mount in sorted(mounts, reverse=True):
-        subprocess.run(["umount", "-l", mount], capture_output=True)
-    shutil.rmtree(path, ignore_errors=True)
