@@ -52,6 +52,7 @@ from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "packaging" / "lab"))  # mifaslab: the lab package (test tools)
 
 GETSCU = "/usr/bin/getscu"  # DCMTK's; the venv's pynetdicom installs a script of the same name
 
@@ -100,12 +101,12 @@ def main() -> None:
 
     import pydicom
 
+    from mifaslab.orthanc import OrthancProcess
     from viewer.library import Library
     from viewer.library.writer import GroupWriter
     from viewer.pacs.client import plan_study, retrieve_to_library
     from viewer.pacs.dimse import DimseClient
     from viewer.pacs.fastget import FastGetClient
-    from viewer.pacs.orthanc import OrthancProcess
 
     n = args.instances
     times: dict[str, list[float]] = {k: [] for k in (

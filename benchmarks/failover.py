@@ -1,4 +1,4 @@
-"""Failover benchmark on the real Heartbeat cluster (viewer.pacs.clusterlab): what a takeover costs our client.
+"""Failover benchmark on the real Heartbeat cluster (mifaslab.netns): what a takeover costs our client.
 
     python benchmarks/failover.py [--mode kill|freeze|link|standby] [--instances 300] [--repeat 5]
 
@@ -38,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "packaging" / "lab"))  # mifaslab: the lab package (test tools)
 
 GETSCU = "/usr/bin/getscu"
 STORESCU = "/usr/bin/storescu"
@@ -60,11 +61,11 @@ def main() -> None:
 
     import pydicom
 
+    from mifaslab.netns import PACS_AET, VIP, ClusterLab, missing_prerequisites
+    from mifaslab.netns.host import network_namespace
     from viewer.dicom.demo import ct_series_datasets
     from viewer.library import Library
     from viewer.pacs.cluster import ClusterAddress, ClusterProfile
-    from viewer.pacs.clusterlab import PACS_AET, VIP, ClusterLab, missing_prerequisites
-    from viewer.pacs.clusterlab.host import network_namespace
     from viewer.pacs.resume import ResilientClient
     from viewer.pacs.retry import Resumed
 

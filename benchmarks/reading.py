@@ -34,6 +34,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "packaging" / "lab"))  # mifaslab: the lab package (test tools)
 
 
 def rss_bytes() -> int:
@@ -202,9 +203,9 @@ def run_viewer_child(library_dir: Path) -> dict[str, float]:
 
 
 def bench_cget(n: int, repeat: int, work: Path) -> dict[str, float]:
+    from mifaslab.orthanc import OrthancProcess
     from viewer.library import Library
     from viewer.pacs.dimse import DimseClient
-    from viewer.pacs.orthanc import OrthancProcess
 
     getscu = "/usr/bin/getscu"
     if not Path(getscu).exists():

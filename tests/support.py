@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from viewer.pacs.clusterlab.host import network_namespace  # noqa: F401 - re-exported for the tests
+from mifaslab.netns.host import network_namespace  # noqa: F401 - re-exported for the tests
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

@@ -1,4 +1,4 @@
-"""The real two-node Heartbeat cluster (viewer.pacs.clusterlab) as a fixture.
+"""The real two-node Heartbeat cluster (mifaslab.netns) as a fixture.
 
 Function scope: every fault test gets a fresh cluster (about 12 s to bring up, most of it Heartbeat R1's initial
 resource negotiation), so one test's broken node can never leak into the next.  Needs root, Heartbeat, Orthanc with
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from mifaslab.netns import ClusterLab, missing_prerequisites
 from tests.support import require
-from viewer.pacs.clusterlab import ClusterLab, missing_prerequisites
 
 LAB_PREFIX = "mifastest"
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from pydicom.data import get_testdata_file
 
-from viewer.pacs.clusterlab import (
+from mifaslab.netns import (
     DICOM_PORT,
     ECHOSCU,
     FAULT_MODES,
@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.network, pytest.mark.slow]
 TAKEOVER_LIMIT_S = 60.0
 SPLIT_BRAIN_LIMIT_S = 20.0  # the cut node's monitor gives up its VIP after its Orthanc was fenced
 CLIENT_AET = "MIFASTEST"
+LAB_LAUNCHER = Path(__file__).resolve().parents[2] / "packaging" / "lab" / "mifas-lab"
 
 
 def echoscu(lab: ClusterLab, host: str = VIP) -> subprocess.CompletedProcess[bytes]:
@@ -146,4 +147,20 @@ def test_cleanup_stale_removes_leftovers_of_a_killed_run() -> None:
         assert cleanup_stale("mifasstale") == []
     finally:
         sleeper.kill()
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=10)
+
+
+@pytest.mark.usefixtures("cluster_prerequisites")
+def test_the_demo_command_belongs_to_the_lab_launcher(tmp_path: Path) -> None:
+    """``mifas-lab cluster-demo`` (the lab's launcher, as a person runs it; not ``mifas-pacs``): ``down`` with no
+    lab recorded in --workdir still removes what a killed ``up`` of its prefix left, and says so as JSON."""
+    namespace = "mifasdemot-abc123-lan"  # a prefix of its own: never touches a live lab of the suite
+    subprocess.run(["ip", "netns", "add", namespace], check=True, timeout=10)
+    try:
+        result = subprocess.run([str(LAB_LAUNCHER), "cluster-demo", "down", "--workdir", str(tmp_path / "demo"),
+                                 "--prefix", "mifasdemot"], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"down": True, "stale_namespaces_removed": [namespace]}
+        assert namespace not in netns_list()
+    finally:
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=10)

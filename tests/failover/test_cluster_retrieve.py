@@ -21,10 +21,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from mifaslab.netns import ClusterLab
 from viewer.dicom.demo import ct_series_datasets
 from viewer.library import Library
 from viewer.library.jobs import JobStore
-from viewer.pacs.clusterlab import ClusterLab
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 

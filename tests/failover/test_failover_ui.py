@@ -23,11 +23,11 @@ import pytest
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QDialog, QMessageBox
 
+from mifaslab.netns import ClusterLab
 from tests.support import network_namespace
 from viewer.dicom.demo import ct_series_datasets
 from viewer.library import Library
 from viewer.library.jobs import JobStore
-from viewer.pacs.clusterlab import ClusterLab
 from viewer.pacs.health import STATE_TEXT
 from viewer.settings import Settings
 from viewer.ui.banner import RETRYING_TEXT

@@ -20,9 +20,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from mifaslab.netns import ClusterLab
 from tests.support import dataset_sha256
 from viewer.dicom.demo import ct_series_datasets
-from viewer.pacs.clusterlab import ClusterLab
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
 
@@ -68,7 +68,8 @@ def read_status(path: Path) -> dict[str, int]:
 @pytest.mark.parametrize("mode", ["kill", "freeze", "link", "standby"])
 def test_wado_queries_and_stores_survive_the_fault(cluster: ClusterLab, study, tmp_path: Path, mode: str) -> None:
     study_uid, digests, source = study
-    env = dict(os.environ, TCP_NODELAY="1", PYTHONPATH=str(REPO))
+    # the workload imports tests.support, which imports the lab package (packaging/lab)
+    env = dict(os.environ, TCP_NODELAY="1", PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'packaging' / 'lab'}")
     seeded = subprocess.run(cluster.client_cmd(["/usr/bin/storescu", "-aec", "MIFASPACS", "192.0.2.10", "4242",
                                                 *map(str, sorted(source.iterdir()))]),
                             env=env, capture_output=True, text=True, timeout=120)

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from mifaslab.orthanc import ORTHANC_BINARY, OrthancProcess
 from tests.support import require
-from viewer.pacs.orthanc import ORTHANC_BINARY, OrthancProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "packaging/deb"))

@@ -17,19 +17,16 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from mifaslab import config
+from mifaslab.host import netns_exists, process_alive, taps_left
 from tests.support import require
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "packaging" / "lab" / "mifas-lab"
-sys.path.insert(0, str(ROOT / "packaging" / "lab"))
-
-from mifaslab import config  # noqa: E402
-from mifaslab.host import netns_exists, process_alive, taps_left  # noqa: E402
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow]
 

@@ -21,9 +21,9 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+from mifaslab.orthanc import DICOMWEB_PLUGIN, ORTHANC_BINARY, OrthancProcess, free_port
 from tests.support import require
 from viewer.pacs.node import Node, Timeouts
-from viewer.pacs.orthanc import DICOMWEB_PLUGIN, ORTHANC_BINARY, OrthancProcess, free_port
 
 CALLING_AE = "MIFASTEST"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}

@@ -10,12 +10,12 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from mifaslab.orthanc import OrthancProcess, free_port
 from tests.pacs.conftest import CALLING_AE, Seed
 from tests.pacs.test_conformance import assert_same_instance
 from tests.support import require
 from viewer.library import Library
 from viewer.pacs import parse_node
-from viewer.pacs.orthanc import OrthancProcess, free_port
 from viewer.settings import Settings, save_settings
 
 pytestmark = pytest.mark.network

@@ -12,13 +12,13 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from mifaslab.orthanc import OrthancProcess, free_port
 from tests.pacs.conftest import CALLING_AE, DCMTK_ENV, Seed, dcmtk
 from tests.pacs.test_conformance import Collector, assert_same_instance
 from viewer.errors import MifasError
 from viewer.library import Library
 from viewer.pacs import DimseClient, retrieve_to_library
 from viewer.pacs.node import Node, Timeouts
-from viewer.pacs.orthanc import OrthancProcess, free_port
 
 pytestmark = pytest.mark.network
 

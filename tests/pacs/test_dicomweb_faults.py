@@ -11,12 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from mifaslab.orthanc import free_port
 from tests.pacs.conftest import ct_series, part10
 from viewer.errors import DicomWebError, NodeUnreachableError, PacsTimeoutError
 from viewer.pacs import DicomWebClient, MultipartReader, dicomweb
 from viewer.pacs.dicomweb import dicom_json_to_dict, part10_sop_instance_uid, query_string
 from viewer.pacs.node import Timeouts
-from viewer.pacs.orthanc import free_port
 
 QUICK = Timeouts(connect_s=1.0, acse_s=1.0, dimse_s=1.0, network_s=2.0)  # for the server that never answers
 PATIENT = Timeouts(connect_s=2.0, acse_s=10.0, dimse_s=10.0, network_s=20.0)  # for the others, on a busy machine

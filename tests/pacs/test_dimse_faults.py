@@ -11,6 +11,7 @@ import pytest
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
+from mifaslab.orthanc import OrthancProcess, free_port
 from tests.pacs.conftest import CALLING_AE, Seed, ct_series, part10
 from viewer.errors import (
     AssociationAbortedError,
@@ -23,7 +24,6 @@ from viewer.errors import (
 )
 from viewer.pacs import DimseClient, StorageScp
 from viewer.pacs.node import Node, Timeouts
-from viewer.pacs.orthanc import OrthancProcess, free_port
 
 pytestmark = pytest.mark.network
 

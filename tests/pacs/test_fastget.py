@@ -20,6 +20,7 @@ from pynetdicom.dsutils import encode_file_meta as pynetdicom_encode_file_meta
 from pynetdicom.pdu import A_ASSOCIATE_RQ
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
+from mifaslab.orthanc import OrthancProcess, free_port
 from tests.pacs.conftest import CALLING_AE, Seed, ct_series
 from tests.pacs.test_conformance import Collector, assert_same_instance
 from viewer.errors import (
@@ -37,7 +38,6 @@ from viewer.library.writer import GroupWriter
 from viewer.pacs import DimseClient, dimse, fastget, pdu
 from viewer.pacs.fastget import FastGetClient
 from viewer.pacs.node import Node, Timeouts
-from viewer.pacs.orthanc import OrthancProcess, free_port
 
 QUICK = Timeouts(connect_s=1.0, acse_s=1.0, dimse_s=1.0, network_s=2.0)
 PATIENT = Timeouts(connect_s=2.0, acse_s=10.0, dimse_s=10.0, network_s=20.0)

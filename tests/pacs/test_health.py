@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from mifaslab.orthanc import ORTHANC_BINARY, OrthancProcess, free_port
 from tests.pacs.conftest import CALLING_AE
 from tests.support import require
 from viewer.pacs.cluster import ClusterAddress, ClusterProfile
 from viewer.pacs.health import EventLog, HealthMonitor, NodeStatus
-from viewer.pacs.orthanc import ORTHANC_BINARY, OrthancProcess, free_port
 from viewer.pacs.retry import AttemptFailed, FellBack, GaveUp, Resumed, SwitchedNode, UnrequestedInstance
 
 AT = time.mktime((2026, 1, 2, 10, 42, 3, 0, 0, -1))

@@ -26,6 +26,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
 )
 
+from mifaslab.orthanc import DICOMWEB_PLUGIN, ORTHANC_BINARY, OrthancProcess, free_port
 from tests.pacs.conftest import CALLING_AE, ct_series, part10
 from tests.support import require
 from viewer.errors import NodeUnreachableError, OperationCancelled
@@ -34,7 +35,6 @@ from viewer.library.store import Library
 from viewer.pacs.cluster import ClusterAddress, ClusterProfile
 from viewer.pacs.health import EventLog
 from viewer.pacs.node import Timeouts
-from viewer.pacs.orthanc import DICOMWEB_PLUGIN, ORTHANC_BINARY, OrthancProcess, free_port
 from viewer.pacs.resume import ResilientClient
 from viewer.pacs.retry import (
     AttemptFailed,

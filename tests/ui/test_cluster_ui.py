@@ -20,6 +20,7 @@ import pytest
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtWidgets import QApplication, QDialog, QMessageBox
 
+from mifaslab.orthanc import OrthancProcess, free_port, orthanc_available
 from tests.support import require
 from tests.ui.conftest import write_ct_series
 from viewer.library import Library
@@ -27,7 +28,6 @@ from viewer.library.jobs import JobStore
 from viewer.pacs.cluster import ClusterAddress, ClusterProfile, load_profiles, profile_to_json, save_profiles
 from viewer.pacs.health import STATE_TEXT
 from viewer.pacs.node import Timeouts
-from viewer.pacs.orthanc import OrthancProcess, free_port, orthanc_available
 from viewer.pacs.retry import RetryPolicy
 from viewer.settings import Settings
 from viewer.ui.banner import RETRYING_TEXT

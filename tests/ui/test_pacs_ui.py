@@ -7,11 +7,11 @@ import json
 import pytest
 from PySide6.QtCore import Qt
 
+from mifaslab.orthanc import OrthancProcess, free_port, orthanc_available
 from tests.support import require
 from tests.ui.conftest import write_ct_series
 from viewer.library import Library
 from viewer.pacs.node import Node, Timeouts
-from viewer.pacs.orthanc import OrthancProcess, free_port, orthanc_available
 from viewer.settings import Settings, load_settings
 from viewer.ui.main_window import MainWindow
 from viewer.ui.pacs_panel import PacsPanel

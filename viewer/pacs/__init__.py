@@ -5,7 +5,8 @@
     parse_node("AET@HOST:PORT")                                     a Node; settings hold saved ones
 
 Errors are viewer.errors types (PacsError and its subclasses, OperationCancelled, StorageFullError), each with
-a one-line message for the user.  OrthancProcess (viewer.pacs.orthanc) runs a real Orthanc for tests and demos.
+a one-line message for the user.  The real Orthanc that tests and demos run is not part of the
+viewer: it lives in the lab package (packaging/lab/).
 """
 
 from viewer.pacs.client import PacsClient, first_middle_last, open_client, retrieve_study, retrieve_to_library

@@ -39,7 +39,6 @@ from viewer.pacs.cluster_cli import (
     cluster_health,
     load_profile,
 )
-from viewer.pacs.clusterlab import add_cluster_demo_parser, run_cluster_demo
 from viewer.pacs.dicomweb import part10_sop_instance_uid
 from viewer.pacs.dimse import keep_patient_data_out_of_logs
 from viewer.pacs.node import (
@@ -111,7 +110,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="keep probing for S seconds, printing what changes")
     health.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between probes")
     health.add_argument("-v", "--verbose", action="store_true", help="log what happens (UIDs only) to stderr")
-    add_cluster_demo_parser(commands)
     return parser
 
 
@@ -301,8 +299,6 @@ def _configure_logging(verbose: bool) -> None:
 def run(argv: Sequence[str] | None = None) -> int:
     """The command; raises UsageError or MifasError (main() turns them into the exit status)."""
     args = _parser().parse_args(argv)
-    if args.command == "cluster-demo":  # a lab, not a node: no --node, no logging options
-        return run_cluster_demo(args)
     _configure_logging(args.verbose)
     if getattr(args, "cluster", None):
         return _run_cluster(args)

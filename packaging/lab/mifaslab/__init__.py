@@ -2,6 +2,7 @@
 
     mifas-lab build | up | status [--json] | failover --mode hard|graceful | recover NODE | drill [--json]
               | shell NODE | exec -- CMD ... | profile | down
+    mifas-lab cluster-demo up | failover [--mode kill|standby|link|freeze] | status | down
 
 Topology (all inside the network namespace ``mifaslab``; addresses in 192.0.2.0/24)::
 
@@ -17,4 +18,9 @@ Topology (all inside the network namespace ``mifaslab``; addresses in 192.0.2.0/
 Modules: ``config`` (facts and limits), ``host`` (commands, namespace), ``image`` (build and cache the guest),
 ``vm`` (qemu), ``lab`` (:class:`~mifaslab.lab.Lab`: up, status, failover, recover, down), ``drill`` (the failover
 drill), ``cli``.  docs/lab.md is the guide for IT.
+
+Beside the VM lab, two tools for tests, benchmarks and demos that are not part of the viewer: ``orthanc``
+(:class:`~mifaslab.orthanc.OrthancProcess`, a real Orthanc as a child process) and ``netns`` (the lighter
+two-node Heartbeat + Orthanc cluster in network namespaces, without VMs or DRBD, that the failover tests use;
+``mifas-lab cluster-demo`` runs it).
 """

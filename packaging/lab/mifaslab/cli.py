@@ -12,6 +12,7 @@ import time
 from mifaslab import config, image
 from mifaslab.host import LabError
 from mifaslab.lab import FAILOVER_MODES, Lab
+from mifaslab.netns import add_cluster_demo_parser, run_cluster_demo
 
 
 def say(text: str) -> None:
@@ -44,11 +45,14 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("profile", help="print a cluster profile file (clusters.json) for mifas-pacs and mifas-viewer")
     sub.add_parser("down", help="stop everything; remove the namespace, taps and run folder")
+    add_cluster_demo_parser(sub)  # the namespace cluster (mifaslab.netns), no VMs: its own state and --workdir
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.command == "cluster-demo":  # not the VM lab: prints its own JSON and errors, exit 0, 1 or 2
+        return run_cluster_demo(args)
     lab = Lab(say=say)
     try:
         if args.command == "build":

@@ -84,7 +84,7 @@ def verify(study_uid: str, digests: dict[str, str], acknowledged: list[str], wor
 
 
 def run_drill(lab: Lab, *, instances: int = 200, say: Say = print) -> dict[str, Any]:
-    from viewer.pacs.clusterlab.host import network_namespace
+    from mifaslab.netns.host import network_namespace
     from viewer.pacs.resume import ResilientClient
 
     lab._require_up()
@@ -207,7 +207,7 @@ def _count(library: Path) -> int:
 
 def _count_on_pacs(work: Path, study_uid: str) -> int:
     """How many instances of the study the PACS holds now (IMAGE-level C-FIND through the VIP)."""
-    from viewer.pacs.clusterlab.host import network_namespace
+    from mifaslab.netns.host import network_namespace
     from viewer.pacs.resume import ResilientClient
 
     with network_namespace(config.NAMESPACE):

@@ -1,6 +1,6 @@
 """Host-side plumbing: bounded commands, the lab's network namespace and its bridges and taps, missing tools.
 
-The namespace helpers are the cluster lab's (viewer.pacs.clusterlab.host); this module adds what the VM lab
+The namespace helpers come from the namespace cluster lab (mifaslab.netns.host); this module adds what the VM lab
 needs on top and turns every failure into a :class:`LabError` whose message a person can act on.
 """
 
@@ -11,7 +11,7 @@ import subprocess
 from pathlib import Path
 
 from mifaslab import config
-from viewer.pacs.clusterlab.host import (
+from mifaslab.netns.host import (
     ClusterLabError,
     kill_namespace,
     netns_list,

@@ -58,7 +58,7 @@ orthanc-dicomweb dcmtk curl``.
 
 from __future__ import annotations
 
-from viewer.pacs.clusterlab.config import (
+from mifaslab.netns.config import (
     CLIENT_AET,
     CLIENT_IP,
     DICOM_PORT,
@@ -70,9 +70,9 @@ from viewer.pacs.clusterlab.config import (
     PACS_AET,
     VIP,
 )
-from viewer.pacs.clusterlab.demo import add_cluster_demo_parser, run_cluster_demo
-from viewer.pacs.clusterlab.host import ClusterLabError, netns_list, netns_pids, process_alive
-from viewer.pacs.clusterlab.lab import ClusterLab, cleanup_stale, missing_prerequisites
+from mifaslab.netns.demo import add_cluster_demo_parser, run_cluster_demo
+from mifaslab.netns.host import ClusterLabError, netns_list, netns_pids, process_alive
+from mifaslab.netns.lab import ClusterLab, cleanup_stale, missing_prerequisites
 
 __all__ = [
     "CLIENT_AET", "CLIENT_IP", "DICOM_PORT", "ECHOSCU", "FAULT_MODES", "HTTP_PORT", "NODES", "NODE_IPS",

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from viewer.pacs.clusterlab.config import (
+from mifaslab.netns.config import (
     CLIENT_AET,
     CLIENT_IP,
     CLIENT_MOVE_PORT,
@@ -48,7 +48,7 @@ from viewer.pacs.clusterlab.config import (
     monitor_script,
     resource_script,
 )
-from viewer.pacs.clusterlab.host import (
+from mifaslab.netns.host import (
     EXIT_WAIT_S,
     ClusterLabError,
     kill_namespace,
@@ -63,7 +63,7 @@ from viewer.pacs.clusterlab.host import (
     send_signal,
     wait_exit,
 )
-from viewer.pacs.orthanc import DICOMWEB_PLUGIN, ORTHANC_BINARY, OrthancProcess
+from mifaslab.orthanc import DICOMWEB_PLUGIN, ORTHANC_BINARY, OrthancProcess
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""``mifas-pacs cluster-demo up|failover|status|down``: the cluster lab for demos, one command per step.
+"""``mifas-lab cluster-demo up|failover|status|down``: the cluster lab for demos, one command per step.
 
 The lab's state lives in ``--workdir`` (default /var/tmp/mifas-cluster-demo, not under /run: the nodes mount
 their own /run), so each step can run in a new process; the nodes outlive the ``up`` command.
@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from viewer.pacs.clusterlab.config import DICOM_PORT, ECHOSCU, FAULT_MODES, PACS_AET, STATE_FILE, VIP
-from viewer.pacs.clusterlab.host import ClusterLabError
-from viewer.pacs.clusterlab.lab import ClusterLab, cleanup_stale
+from mifaslab.netns.config import DICOM_PORT, ECHOSCU, FAULT_MODES, PACS_AET, STATE_FILE, VIP
+from mifaslab.netns.host import ClusterLabError
+from mifaslab.netns.lab import ClusterLab, cleanup_stale
 
 DEFAULT_DEMO_DIR = Path("/var/tmp/mifas-cluster-demo")  # not under /run: the nodes mount a tmpfs over /run
 
@@ -43,10 +43,10 @@ def run_cluster_demo(args: argparse.Namespace) -> int:
     try:
         result = _demo_action(args)
     except ClusterLabError as exc:
-        sys.stderr.write(f"mifas-pacs cluster-demo {args.action}: {exc}\n")
+        sys.stderr.write(f"mifas-lab cluster-demo {args.action}: {exc}\n")
         return 1
     except ValueError as exc:  # a bad --prefix or --workdir
-        sys.stderr.write(f"mifas-pacs cluster-demo {args.action}: {exc}\n")
+        sys.stderr.write(f"mifas-lab cluster-demo {args.action}: {exc}\n")
         return 2
     sys.stdout.write(json.dumps(result, indent=2) + "\n")
     return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from viewer.pacs.orthanc import ORTHANC_BINARY
+from mifaslab.orthanc import ORTHANC_BINARY
 
 # -- the lab's fixed facts -----------------------------------------------------------------------------------
 
