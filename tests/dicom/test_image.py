@@ -19,8 +19,8 @@ from viewer.dicom.image import (
     DicomImage,
     check_image_size,
     image_info,
-    transfer_syntax_words,
 )
+from viewer.dicom.info import transfer_syntax_words
 from viewer.dicom.pixels import Window
 from viewer.errors import (
     DicomError,
@@ -441,7 +441,7 @@ def test_codestream_claiming_more_pixels_than_the_header_is_refused(tmp_path, na
 def test_codestream_size_reads_headers_only():
     from pydicom.encaps import generate_frames
 
-    from viewer.dicom.image import codestream_size
+    from viewer.dicom.decode import codestream_size
 
     for name in ("SC_rgb_jpeg_dcmtk.dcm", "JPEG2000.dcm", "MR_small_jpeg_ls_lossless.dcm", "GDCMJ2K_TextGBR.dcm"):
         ds = pydicom.dcmread(sample_file(name))

@@ -23,7 +23,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 if TYPE_CHECKING:
-    from .image import ImageInfo
+    from .info import ImageInfo
 
 DISPLAY_MAX = 255
 TABLES_CACHED_MAX = 8  # display tables kept per pipeline (window x invert); 64 KiB each for 16-bit data

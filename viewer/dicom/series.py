@@ -20,7 +20,8 @@ from pydicom.dataset import Dataset
 
 from viewer.errors import DicomError, MalformedDicomError, OperationCancelled
 
-from .image import IMAGE_BYTES_MAX, DicomImage, ImageInfo, image_info, lut_items, read_header
+from .image import IMAGE_BYTES_MAX, DicomImage, ImageInfo, image_info, read_header
+from .info import lut_items
 from .pixels import GrayPipeline
 
 if TYPE_CHECKING:

@@ -1,5 +1,6 @@
 """The local study store (no Qt): an SQLite index plus files under minted names."""
 
+from viewer.library.header import read_header
 from viewer.library.importer import ImportFailure, ImportSummary, expand_paths, import_paths
 from viewer.library.store import (
     InstanceRecord,
@@ -9,7 +10,6 @@ from viewer.library.store import (
     StudyQuery,
     StudyRecord,
     is_valid_uid,
-    read_header,
 )
 
 __all__ = [

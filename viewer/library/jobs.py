@@ -1,7 +1,8 @@
 """Retrieval jobs persisted in the library, so that a transfer interrupted by a crash, a cancel or a restart
 of the viewer resumes on the next start (index version 2, table ``jobs``; see ``schema_v2.sql``).
 
-A job names what to fetch (study, optionally one series), through which cluster profile, and how far it got.
+A job names what to fetch (study, optionally one series), from which source (a cluster profile's name, or
+``node:<via>:<node name>`` for a single node: :func:`viewer.pacs.cluster.node_source`), and how far it got.
 States: ``pending`` (queued, or interrupted: run it again), ``running`` (a viewer is on it; one found at start-up
 was interrupted by a crash and counts as pending), ``done``, ``failed`` (the budget ran out or the PACS refused;
 the user may retry).  Only UIDs, counts and error sentences are stored: no patient data.
@@ -24,7 +25,8 @@ from viewer.errors import LibraryError, MifasError, OperationCancelled
 from viewer.library.store import Library, is_valid_uid
 
 if TYPE_CHECKING:  # viewer.pacs imports viewer.library, not the other way round at run time
-    from viewer.pacs.resume import ClusterRetrieveResult, ResilientClient
+    from viewer.pacs.resume import ResilientClient
+    from viewer.pacs.retrieve import RetrievalResult
 
 JOB_STATES: tuple[str, ...] = ("pending", "running", "done", "failed")
 ERROR_CHARS_MAX = 500
@@ -134,17 +136,22 @@ class JobStore:
         return [Job(*r) for r in rows]
 
 
-def run_job(client: ResilientClient, jobs: JobStore, job: Job,
-            cancel: threading.Event | None = None) -> ClusterRetrieveResult | None:
-    """Run one job with `client` and record the outcome.  Cancelling leaves it pending (it resumes next
-    time) and re-raises OperationCancelled; an incomplete retrieval marks it failed with the reason."""
+def run_job(client: ResilientClient, jobs: JobStore, job: Job, cancel: threading.Event | None = None,
+            progress: Callable[[int, int | None], None] | None = None) -> RetrievalResult | None:
+    """Run one job with `client` (its source: a cluster, or a node as a cluster of one) and record the outcome.
+    `progress(done, total)` hears every step (the job table only every half second).  Cancelling leaves the job
+    pending (it resumes next time) and re-raises OperationCancelled; an incomplete retrieval marks it failed
+    with the reason."""
     jobs.update(job.job_id, state="running", attempt=True)
+    record = _every(lambda done, total: jobs.update(job.job_id, received=done, expected=total))
 
-    def progress(done: int, total: int | None) -> None:
-        jobs.update(job.job_id, received=done, expected=total)
+    def both(done: int, total: int | None) -> None:
+        record(done, total)
+        if progress is not None:
+            progress(done, total)
 
     try:
-        outcome = client.retrieve(job.study_uid, job.series_uid, progress=_every(progress), cancel=cancel)
+        outcome = client.retrieve(job.study_uid, job.series_uid, progress=both, cancel=cancel)
     except OperationCancelled:
         jobs.update(job.job_id, state="pending", last_error="interrupted")
         raise
@@ -160,7 +167,7 @@ def run_job(client: ResilientClient, jobs: JobStore, job: Job,
 
 
 def resume_pending(client: ResilientClient, jobs: JobStore | None = None,
-                   cancel: threading.Event | None = None) -> list[tuple[Job, ClusterRetrieveResult | None]]:
+                   cancel: threading.Event | None = None) -> list[tuple[Job, RetrievalResult | None]]:
     """Run every pending job of the client's profile, oldest first (call at start-up, off the GUI thread)."""
     if jobs is None:
         if client.library is None:

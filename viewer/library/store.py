@@ -28,25 +28,16 @@ instead).  Its cost is that of the dirty data of the whole file system, which on
 programs' writes: batches are bounded for that reason too.  A crash mid-batch leaves temp files (removed at
 the next open) and renamed-but-unindexed files (invisible, removed by :meth:`Library.fsck`), never a partial
 visible instance.
-
-Header reading for the index: :func:`_fast_index_row` takes the dozen elements the index needs straight from
-the bytes (little-endian transfer syntaxes, plain ASCII values), about 20x cheaper than pydicom, and leaves
-everything else to pydicom, which gives the same row.
 """
 
 from __future__ import annotations
 
-import ctypes
-import errno
 import fcntl
 import hashlib
 import io
 import os
-import re
 import shutil
 import sqlite3
-import struct
-import sys
 import threading
 import time
 import uuid
@@ -56,33 +47,25 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from viewer.errors import (
-    InstanceNotFoundError,
-    LibraryError,
-    MalformedDicomError,
-    NotDicomError,
-    StorageFullError,
+from viewer.errors import InstanceNotFoundError, LibraryError, MalformedDicomError, StorageFullError
+from viewer.library.disk import (
+    _SYNCFS_WORKS,
+    _fsync_dir,
+    _Keys,
+    _remove_dead_writers,
+    _start_writeback,
+    _syncfs,
+    _translate_os_error,
 )
+from viewer.library.header import _IndexRow, _row_from_dataset, index_row, read_header
+from viewer.uid import is_valid_uid as is_valid_uid  # re-exported: callers import it from here
 
 SCHEMA_VERSION = 2
 # (version reached, script): 1 the index itself, 2 retrieval jobs (viewer.library.jobs).
 _UPGRADES: tuple[tuple[int, str], ...] = ((1, "schema.sql"), (2, "schema_v2.sql"))
 COPY_CHUNK_BYTES = 1 << 20
-UID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
-UID_LENGTH_MAX = 64
-
-# Header reading stops before Pixel Data; this caps what a hostile header may make us read.
-HEADER_BYTES_MAX = 64 << 20
-# Loose files directly in tmp/ (the layout before per-writer folders) older than this are crash leftovers.
-LOOSE_TMP_STALE_S = 600
-
-
-def is_valid_uid(value: object) -> bool:
-    """A UID per PS3.5 9.1: digits and dots, no empty component, at most 64 characters."""
-    return isinstance(value, str) and 0 < len(value) <= UID_LENGTH_MAX and bool(UID_RE.match(value))
 
 
 @dataclass(frozen=True)
@@ -150,37 +133,6 @@ class StudyQuery:
     date_to: str = ""
 
 
-def _text(ds: Dataset, keyword: str) -> str:
-    try:
-        value = ds.get(keyword, "")
-    except Exception:  # a malformed value must not stop indexing
-        return ""
-    if value is None:
-        return ""
-    return str(value).strip()
-
-
-def _int_or_none(ds: Dataset, keyword: str) -> int | None:
-    try:
-        value = ds.get(keyword)
-        return int(value) if value not in (None, "") else None
-    except Exception:
-        return None
-
-
-def _decimals(ds: Dataset, keyword: str, count: int) -> str:
-    try:
-        value = ds.get(keyword)
-        if value is None:
-            return ""
-        numbers = [float(v) for v in value]
-    except Exception:
-        return ""
-    if len(numbers) != count:
-        return ""
-    return "\\".join(repr(n) for n in numbers)
-
-
 def _parse_decimals(text: str, count: int) -> tuple[float, ...] | None:
     if not text:
         return None
@@ -190,284 +142,9 @@ def _parse_decimals(text: str, count: int) -> tuple[float, ...] | None:
     return tuple(float(p) for p in parts)
 
 
-def read_header(source: str | os.PathLike | io.BufferedIOBase | bytes) -> Dataset:
-    """Read a DICOM header (up to Pixel Data) and check the identifying UIDs.
-
-    Raises NotDicomError for anything that is not DICOM (including empty files) and MalformedDicomError for DICOM
-    that is truncated or lacks valid Study/Series/SOP Instance UIDs.
-    """
-    fp: io.BufferedIOBase
-    if isinstance(source, bytes):
-        fp = io.BytesIO(source)
-    elif isinstance(source, (str, os.PathLike)):
-        fp = open(source, "rb")  # noqa: SIM115 - closed below
-    else:
-        fp = source
-    try:
-        start = fp.tell()
-        first = fp.read(132)
-        if not first:
-            raise NotDicomError("The file is empty.")
-        fp.seek(start)
-        has_preamble = len(first) == 132 and first[128:132] == b"DICM"
-        try:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)
-        except InvalidDicomError as exc:
-            raise NotDicomError("This is not a DICOM file.") from exc
-        except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, RecursionError,
-                NotImplementedError, AttributeError) as exc:
-            if has_preamble:
-                raise MalformedDicomError(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).") from exc
-            raise NotDicomError("This is not a DICOM file.") from exc
-        # pydicom converts lazily: touch the identifying elements now so that errors surface here.
-        try:
-            uids = {k: ds.get(k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
-        except Exception as exc:
-            raise MalformedDicomError("The DICOM header is damaged (unreadable UIDs).") from exc
-        if not has_preamble and not any(uids.values()):
-            raise NotDicomError("This is not a DICOM file.")
-        for keyword, value in uids.items():
-            if not is_valid_uid(str(value) if value is not None else None):
-                raise MalformedDicomError(f"The file has no valid {keyword} and cannot be stored.")
-        return ds
-    finally:
-        if isinstance(source, (str, os.PathLike)):
-            fp.close()
-
-
-
-# -- the index row, and a fast way to read it ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _IndexRow:
-    """What the index records of one instance, read from its header (everything but where and how big)."""
-
-    study: tuple  # studies columns
-    series: tuple  # series columns
-    instance: tuple  # instances columns up to transfer_syntax_uid
-
-    @property
-    def sop_uid(self) -> str:
-        return self.instance[0]
-
-    def result(self, added: bool) -> StoreResult:
-        return StoreResult(self.instance[0], self.series[0], self.study[0], added=added)
-
-
-def _row_from_dataset(ds: Dataset) -> _IndexRow:
-    """The index row from a header pydicom decoded (the reference for :func:`_fast_index_row`)."""
-    study_uid, series_uid, sop_uid = str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
-    tsuid = ""
-    if getattr(ds, "file_meta", None) is not None:
-        tsuid = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
-    frames = _int_or_none(ds, "NumberOfFrames") or 1
-    return _IndexRow(
-        (study_uid, _text(ds, "PatientName"), _text(ds, "PatientID"), _text(ds, "PatientBirthDate"),
-         _text(ds, "PatientSex"), _text(ds, "StudyDate"), _text(ds, "StudyTime"), _text(ds, "AccessionNumber"),
-         _text(ds, "StudyDescription")),
-        (series_uid, study_uid, _text(ds, "Modality"), _int_or_none(ds, "SeriesNumber"),
-         _text(ds, "SeriesDescription"), _text(ds, "BodyPartExamined")),
-        (sop_uid, series_uid, _text(ds, "SOPClassUID"), _int_or_none(ds, "InstanceNumber"),
-         _decimals(ds, "ImagePositionPatient", 3), _decimals(ds, "ImageOrientationPatient", 6), max(1, frames),
-         _int_or_none(ds, "Rows"), _int_or_none(ds, "Columns"), tsuid),
-    )
-
-
-class _Unusual(Exception):
-    """The fast header reader met something it leaves to pydicom (the result would be the same, only slower)."""
-
-
-# Elements the index needs, by tag; the walk stops after the last of them (Columns) or at Pixel Data.
-_TEXT_TAGS = {
-    0x00080016: "SOPClassUID", 0x00080018: "SOPInstanceUID", 0x00080020: "StudyDate", 0x00080030: "StudyTime",
-    0x00080050: "AccessionNumber", 0x00080060: "Modality", 0x00081030: "StudyDescription",
-    0x0008103E: "SeriesDescription", 0x00100010: "PatientName", 0x00100020: "PatientID",
-    0x00100030: "PatientBirthDate", 0x00100040: "PatientSex", 0x00180015: "BodyPartExamined",
-    0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
-}
-_IS_TAGS = {0x00200011: "SeriesNumber", 0x00200013: "InstanceNumber", 0x00280008: "NumberOfFrames"}
-_DS_TAGS = {0x00200032: "ImagePositionPatient", 0x00200037: "ImageOrientationPatient"}
-_US_TAGS = {0x00280010: "Rows", 0x00280011: "Columns"}
-_WANTED = frozenset((0x00080005, *_TEXT_TAGS, *_IS_TAGS, *_DS_TAGS, *_US_TAGS))
-_LAST_TAG = 0x00280011
-_LONG_VRS = frozenset((b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UR", b"UT", b"UN", b"SV", b"UV"))
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_NESTING_MAX = 16
-_INTEGER_RE = re.compile(r"^[+-]?[0-9]+$")
-_DECIMAL_RE = re.compile(r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$")
-_ELEMENT = struct.Struct("<HH")
-# Transfer syntaxes whose data set is not little endian, or is deflated: left to pydicom.
-_NOT_PLAIN_LE = frozenset(("1.2.840.10008.1.2.2", "1.2.840.10008.1.2.1.99"))
-
-
-class _Walker:
-    """Top-level elements of a little-endian data set from a byte string, without decoding anything."""
-
-    def __init__(self, data: bytes | memoryview, implicit: bool) -> None:
-        self.data = data
-        self.implicit = implicit
-
-    def element(self, pos: int) -> tuple[int, int, int, bytes]:
-        """(tag, value offset, value length, VR) of the element at `pos` (VR b"" when implicit)."""
-        data = self.data
-        if pos + 8 > len(data):
-            raise _Unusual("truncated")
-        group, elem = _ELEMENT.unpack_from(data, pos)
-        tag = group << 16 | elem
-        if self.implicit or group == 0xFFFE:
-            return tag, pos + 8, int.from_bytes(data[pos + 4:pos + 8], "little"), b""
-        vr = bytes(data[pos + 4:pos + 6])
-        if vr in _LONG_VRS:
-            if pos + 12 > len(data):
-                raise _Unusual("truncated")
-            return tag, pos + 12, int.from_bytes(data[pos + 8:pos + 12], "little"), vr
-        return tag, pos + 8, int.from_bytes(data[pos + 6:pos + 8], "little"), vr
-
-    def skip_undefined(self, pos: int, depth: int = 0) -> int:
-        """The offset after an undefined-length sequence (or encapsulated value) whose items start at `pos`."""
-        if depth > _NESTING_MAX:
-            raise _Unusual("nested too deep")
-        while True:
-            tag, value, length, _ = self.element(pos)
-            if tag == _SEQUENCE_END:
-                return value
-            if tag != _ITEM:
-                raise _Unusual("not an item")
-            if length != _UNDEFINED:
-                pos = value + length
-                continue
-            pos = value
-            while True:  # an item of undefined length: its elements up to the Item Delimitation Item
-                tag, value, length, _ = self.element(pos)
-                if tag == _ITEM_END:
-                    pos = value
-                    break
-                pos = self.skip_undefined(value, depth + 1) if length == _UNDEFINED else value + length
-
-
-def _fast_index_row(data: bytes) -> _IndexRow:
-    """The index row of a Part 10 file read straight from its bytes: about 20x cheaper than pydicom.
-
-    Handles the common case only: preamble and File Meta Information present, a little-endian, non-deflated
-    transfer syntax, plain ASCII single values.  Anything else raises :class:`_Unusual` and the caller asks
-    pydicom (:func:`_row_from_dataset`), which gives the same row; the tests compare both on varied files.
-    """
-    if len(data) < 144 or data[128:132] != b"DICM":
-        raise _Unusual("no preamble")
-    meta = _Walker(data, implicit=False)
-    pos, tsuid = 132, ""
-    while True:
-        tag, value, length, _ = meta.element(pos)
-        if tag >> 16 != 0x0002:
-            break
-        if length == _UNDEFINED or value + length > len(data):
-            raise _Unusual("meta")
-        if tag == 0x00020010:
-            tsuid = bytes(data[value:value + length]).rstrip(b"\0 ").decode("ascii", "strict")
-        pos = value + length
-    if not tsuid or tsuid in _NOT_PLAIN_LE:
-        raise _Unusual("transfer syntax")
-    values = _walk(_Walker(data, implicit=tsuid == "1.2.840.10008.1.2"), pos)
-    return _row_from_values(values, tsuid)
-
-
-def _walk(walker: _Walker, pos: int) -> dict[int, bytes]:
-    """The raw values of the wanted top-level elements, from `pos` to Pixel Data (or past the last wanted)."""
-    data, end, found = walker.data, len(walker.data), {}
-    while pos < end:
-        tag, value, length, vr = walker.element(pos)
-        if tag > _LAST_TAG:
-            break
-        if length == _UNDEFINED:
-            if vr not in (b"", b"SQ", b"UN"):
-                raise _Unusual("undefined length")
-            pos = walker.skip_undefined(value)
-            continue
-        if value + length > end:
-            raise _Unusual("truncated")
-        if tag in _WANTED:
-            found[tag] = bytes(data[value:value + length])
-        pos = value + length
-    return found
-
-
-def _ascii(raw: bytes, uid: bool = False) -> str:
-    """A single ASCII value, as pydicom would give it after our .strip(); anything else is left to pydicom."""
-    if not raw.isascii() or b"\x1b" in raw:
-        raise _Unusual("not ASCII")
-    text = raw.decode("ascii").rstrip("\0 " if uid else " ")
-    if "\\" in text or "\0" in text:
-        raise _Unusual("several values")
-    return text.strip()
-
-
-def _row_from_values(values: dict[int, bytes], tsuid: str) -> _IndexRow:
-    charset = values.get(0x00080005, b"")
-    if b"IR 13" in charset:  # JIS X 0201: its backslash is a yen sign; pydicom knows
-        raise _Unusual("character set")
-    text = {keyword: _ascii(values[tag], keyword.endswith("UID")) if tag in values else ""
-            for tag, keyword in _TEXT_TAGS.items()}
-    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        if not is_valid_uid(text[keyword]):
-            raise _Unusual("invalid UID")  # pydicom's reading gives the precise error
-    numbers = {keyword: _fast_int(values.get(tag)) for tag, keyword in _IS_TAGS.items()}
-    shorts = {keyword: _fast_us(values.get(tag)) for tag, keyword in _US_TAGS.items()}
-    position = _fast_decimals(values.get(0x00200032), 3)
-    orientation = _fast_decimals(values.get(0x00200037), 6)
-    study_uid, series_uid, sop_uid = text["StudyInstanceUID"], text["SeriesInstanceUID"], text["SOPInstanceUID"]
-    return _IndexRow(
-        (study_uid, text["PatientName"], text["PatientID"], text["PatientBirthDate"], text["PatientSex"],
-         text["StudyDate"], text["StudyTime"], text["AccessionNumber"], text["StudyDescription"]),
-        (series_uid, study_uid, text["Modality"], numbers["SeriesNumber"], text["SeriesDescription"],
-         text["BodyPartExamined"]),
-        (sop_uid, series_uid, text["SOPClassUID"], numbers["InstanceNumber"], position, orientation,
-         max(1, numbers["NumberOfFrames"] or 1), shorts["Rows"], shorts["Columns"], tsuid),
-    )
-
-
-def _fast_int(raw: bytes | None) -> int | None:
-    if raw is None:
-        return None
-    text = _ascii(raw)
-    if not text:
-        return None
-    if not _INTEGER_RE.match(text):
-        raise _Unusual("IS")
-    return int(text)
-
-
-def _fast_us(raw: bytes | None) -> int | None:
-    if raw is None or len(raw) == 0:
-        return None
-    if len(raw) != 2:
-        raise _Unusual("US")
-    return int.from_bytes(raw, "little")
-
-
-def _fast_decimals(raw: bytes | None, count: int) -> str:
-    if raw is None:
-        return ""
-    if not raw.isascii():
-        raise _Unusual("not ASCII")
-    text = raw.decode("ascii").rstrip(" ")
-    if not text.strip():
-        return ""
-    parts = [p.strip() for p in text.split("\\")]
-    if not all(_DECIMAL_RE.match(p) for p in parts):
-        raise _Unusual("DS")
-    if len(parts) != count:
-        return ""
-    return "\\".join(repr(float(p)) for p in parts)
-
-
-def _index_row(data: bytes) -> _IndexRow:
-    """The index row of a Part 10 file held in memory: the fast reader, or pydicom where it declines (which
-    also raises the precise NotDicomError / MalformedDicomError)."""
-    try:
-        return _fast_index_row(data)
-    except (_Unusual, UnicodeDecodeError, ValueError):
-        return _row_from_dataset(read_header(data))
+def _result(row: _IndexRow, added: bool) -> StoreResult:
+    """What storing the instance of `row` did (`added` False when it was already held)."""
+    return StoreResult(row.sop_uid, row.series_uid, row.study_uid, added=added)
 
 
 @dataclass(frozen=True)
@@ -580,7 +257,7 @@ class Library:
     def store_bytes(self, data: bytes) -> StoreResult:
         """Store a complete DICOM Part 10 file held in memory (e.g. received from a PACS).  For many instances
         in a row, :meth:`store_many` (or :class:`viewer.library.writer.GroupWriter`) is much cheaper."""
-        row = _index_row(data)
+        row = index_row(data)
         existing = self._existing(row.sop_uid)
         if existing is not None:
             return existing
@@ -638,7 +315,7 @@ class Library:
                 raise self._index_failed(exc, [relpath]) from exc
         if not added:
             (self.root / relpath).unlink(missing_ok=True)  # lost a race with a concurrent store
-        return row.result(added)
+        return _result(row, added)
 
     def _insert(self, row: _IndexRow, relpath: str, size: int, sha: str, entered: set[str] | None = None) -> bool:
         """Enter one instance in the open transaction; False when its SOP Instance UID is already there.
@@ -677,7 +354,7 @@ class Library:
         NotDicomError / MalformedDicomError and nothing of the batch is stored.  Keep batches bounded
         (:mod:`viewer.library.writer` does so for a stream of instances).
         """
-        rows = [_index_row(data) for data in blobs]
+        rows = [index_row(data) for data in blobs]
         staged: list[Staged] = []
         try:
             for row, data in zip(rows, blobs, strict=True):
@@ -691,7 +368,7 @@ class Library:
         """First half of a group commit: read the header (unless given) and write the temp file in this
         Library's temp folder, not yet durable.  Raises NotDicomError / MalformedDicomError for a file that
         cannot be stored and StorageFullError when the disk is full (the temp file is then removed)."""
-        row = row if row is not None else _index_row(data)
+        row = row if row is not None else index_row(data)
         tmp = self._tmp / f"{self._keys.next()}.part"
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -732,7 +409,7 @@ class Library:
         fresh: list[tuple[int, Staged]] = []
         seen: set[str] = set()
         for index, item in enumerate(staged):
-            existing = self._existing(item.row.sop_uid) if item.row.sop_uid not in seen else item.row.result(False)
+            existing = self._existing(item.row.sop_uid) if item.row.sop_uid not in seen else _result(item.row, False)
             seen.add(item.row.sop_uid)
             if existing is not None:
                 item.tmp.unlink(missing_ok=True)
@@ -752,7 +429,7 @@ class Library:
         for (index, item), relpath, was_added in zip(fresh, placed, added, strict=True):
             if not was_added:
                 (self.root / relpath).unlink(missing_ok=True)  # lost a race with a concurrent store
-            results[index] = item.row.result(was_added)
+            results[index] = _result(item.row, was_added)
         return [results[i] for i in range(len(staged))]
 
     def _place(self, staged: Sequence[Staged]) -> list[str]:
@@ -958,101 +635,3 @@ def _as_part10(path: Path) -> bytes:
     except Exception as exc:
         raise MalformedDicomError(f"The DICOM file cannot be re-encoded for storage: {exc}.") from exc
     return buf.getvalue()
-
-
-def _remove_dead_writers(tmp_root: Path) -> None:
-    """Remove the temp folders of writers that are gone (their lock is free): partial writes of a crash, never
-    visible, now deleted.  Folders whose lock is held belong to a live Library, in this or another process."""
-    for lock_path in tmp_root.glob("*.lock"):
-        try:
-            with open(lock_path, "rb") as lock:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                shutil.rmtree(lock_path.with_suffix(""), ignore_errors=True)
-                lock_path.unlink(missing_ok=True)
-        except BlockingIOError:
-            continue  # a live writer
-        except FileNotFoundError:
-            continue  # its owner closed it meanwhile
-    now = time.time()
-    for path in tmp_root.iterdir():
-        if path.is_dir() and not path.with_suffix(".lock").exists():
-            if now - path.stat().st_mtime > LOOSE_TMP_STALE_S:
-                shutil.rmtree(path, ignore_errors=True)  # a folder whose lock file was lost, long idle
-        elif path.is_file() and path.suffix != ".lock" and now - path.stat().st_mtime > LOOSE_TMP_STALE_S:
-            path.unlink(missing_ok=True)  # a loose leftover of the earlier layout
-
-
-class _Keys:
-    """Random 128-bit object keys as 32 hex digits, drawn from the OS in blocks (one getrandom call per
-    :data:`KEYS_PER_DRAW` keys instead of one per key).  Thread-safe."""
-
-    KEYS_PER_DRAW = 256
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._block = b""
-
-    def next(self) -> str:
-        with self._lock:
-            if not self._block:
-                self._block = os.urandom(16 * self.KEYS_PER_DRAW)
-            key, self._block = self._block[:16], self._block[16:]
-        return key.hex()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _translate_os_error(exc: OSError, where: Path) -> Exception:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageFullError("The disk holding the library is full; nothing was stored and nothing was damaged.")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return LibraryError(f"No permission to write in {where}.")
-    if exc.errno == errno.ENOENT:
-        return LibraryError(f"{where} does not exist.")
-    return LibraryError(f"Reading or writing {where} failed: {exc.strerror or exc}.")
-
-
-def _syncfs_works() -> bool:
-    """Whether syncfs(2) can stand in for per-file fsync: Linux >= 5.8, where it reports writeback errors
-    (earlier kernels returned success even when writing back failed)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        major, minor = (int(p) for p in re.findall(r"\d+", os.uname().release)[:2])
-        return (major, minor) >= (5, 8) and hasattr(ctypes.CDLL(None), "syncfs")
-    except (ValueError, OSError):
-        return False
-
-
-_SYNCFS_WORKS = _syncfs_works()
-_LIBC = ctypes.CDLL(None, use_errno=True) if _SYNCFS_WORKS else None
-
-
-SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of the dirty pages, do not wait for it
-
-
-def _start_writeback(fd: int) -> None:
-    """Start writing a staged file back now (sync_file_range(2), asynchronous): the disk then works while the
-    next instances arrive, and the batch's syncfs finds little left to do.  Durability still comes from that
-    syncfs; this call is only a head start, so its failure is ignored."""
-    assert _LIBC is not None
-    _LIBC.sync_file_range(fd, ctypes.c_longlong(0), ctypes.c_longlong(0), SYNC_FILE_RANGE_WRITE)
-
-
-def _syncfs(folder: Path) -> None:
-    """syncfs(2) on the file system holding `folder`: every dirty page and inode of it is written and the
-    device cache flushed before it returns, which covers each file of a batch like an fsync would."""
-    assert _LIBC is not None
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        if _LIBC.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)

@@ -48,11 +48,12 @@ Done = Callable[[StoreResult | None, BaseException | None], None]
 class _Pending:
     """One submitted instance: its bytes until staged, then its staged file; its callback."""
 
-    __slots__ = ("data", "done", "staged")
+    __slots__ = ("data", "done", "row", "staged")
 
-    def __init__(self, data: bytes, done: Done | None) -> None:
+    def __init__(self, data: bytes, done: Done | None, row: object = None) -> None:
         self.data: bytes | None = data
         self.done = done
+        self.row = row  # the index row when the caller already read it (viewer.library.header.index_row)
         self.staged: Staged | None = None
 
 
@@ -92,8 +93,9 @@ class GroupWriter:
 
     # -- the caller's side --------------------------------------------------------------------------------
 
-    def submit(self, data: bytes, done: Done | None = None) -> None:
-        """Queue one Part 10 instance for the next group commit; blocks while the queue is full."""
+    def submit(self, data: bytes, done: Done | None = None, row: object = None) -> None:
+        """Queue one Part 10 instance for the next group commit; blocks while the queue is full.  `row`: its
+        :func:`~viewer.library.header.index_row`, when the caller has read it already."""
         with self._cond:
             if self.error is not None:
                 raise self.error
@@ -104,7 +106,7 @@ class GroupWriter:
                 self._cond.wait()
                 if self.error is not None:
                     raise self.error
-            self._queue.append(_Pending(data, done))
+            self._queue.append(_Pending(data, done, row))
             self._queued_bytes += len(data)
             self._unfinished += 1
             if not self._threads:
@@ -241,7 +243,7 @@ class GroupWriter:
             self._finish([item], None, self.error)
             return False
         try:
-            item.staged = self.library.stage(data)
+            item.staged = self.library.stage(data, item.row)  # type: ignore[arg-type]
         except (StorageFullError, LibraryError) as exc:
             self._fail(exc)
             self._finish([item], None, exc)
