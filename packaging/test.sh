@@ -4,12 +4,13 @@
 set -euo pipefail
 source "$(dirname "$0")/lib/deps.sh"
 # Real peers and a virtual screen: Orthanc (+ DICOMweb plugin) and DCMTK, Xvfb for pytest-qt; Heartbeat, iptables,
-# arptables and curl for the two-node cluster in network namespaces (tests/failover); qemu, debootstrap and ssh for
+# arptables and curl for the two-node cluster in network namespaces (tests/failover); iproute2 (ip, tc, ss) for
+# those namespaces and the tc-shaped replicas of the co-allocation tests (tests/pacs); qemu, debootstrap and ssh for
 # the cluster-in-VMs lab (tests/lab: it builds its guest image from Debian's mirror and caches it outside the
 # repository, in ~/.cache/mifas-lab); dpkg (dpkg-deb), binutils (strip), desktop-file-utils and debootstrap for
 # the install test (tests/install: it builds the .deb and installs it into a Debian 12 root cached in
 # ~/.cache/mifas-install).
-apt_ensure python3-venv orthanc orthanc-dicomweb dcmtk xvfb xauth libgl1-mesa-dri heartbeat iptables arptables curl \
+apt_ensure python3-venv orthanc orthanc-dicomweb dcmtk xvfb xauth libgl1-mesa-dri heartbeat iptables arptables curl iproute2 \
   qemu-system-x86 qemu-utils debootstrap openssh-client e2fsprogs procps dpkg binutils util-linux desktop-file-utils \
   "${QT_RUNTIME_PACKAGES[@]}"
 venv_ensure "[test]"

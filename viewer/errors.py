@@ -72,7 +72,23 @@ class OperationCancelled(MifasError):
 
 
 class PacsError(MifasError):
-    pass
+    """Talking to a PACS failed.  Decisions read the fields, never the text (``viewer.pacs.retry.classify``):
+
+    transient
+        True when the raiser knows another try may succeed (a busy node, an answer cut off mid-stream), False
+        when it knows it will not, None to let the error's type decide.
+    status
+        The DIMSE status the node answered (PS3.7 Annex C), when there was one.
+    http_status
+        The HTTP status a DICOMweb server answered, when there was one.
+    """
+
+    def __init__(self, message: str = "", *, transient: bool | None = None, status: int | None = None,
+                 http_status: int | None = None) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+        self.http_status = http_status
 
 
 class NodeUnreachableError(PacsError):
@@ -92,9 +108,8 @@ class PacsTimeoutError(PacsError):
 
 
 class PacsStatusError(PacsError):
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
+    def __init__(self, message: str, status: int | None = None, **fields: object) -> None:
+        super().__init__(message, status=status, **fields)  # type: ignore[arg-type]
 
 
 class DicomWebError(PacsError):

@@ -31,8 +31,8 @@ from viewer.library.jobs import JobStore
 from viewer.pacs.health import STATE_TEXT
 from viewer.settings import Settings
 from viewer.ui.banner import RETRYING_TEXT
-from viewer.ui.cluster_panel import ClusterPacsPanel
 from viewer.ui.main_window import MainWindow
+from viewer.ui.pacs_panel import PacsPanel
 
 pytestmark = [pytest.mark.gui, pytest.mark.network, pytest.mark.slow]
 
@@ -97,7 +97,7 @@ def test_the_window_rides_out_a_takeover(qtbot, cluster: ClusterLab, study, tmp_
 
             window.browser.source.setCurrentIndex(window.browser.source.findText(f"PACS cluster: {PROFILE}"))
             page = window.browser.current_page()
-            assert isinstance(page, ClusterPacsPanel)
+            assert isinstance(page, PacsPanel)
             page.run_query()
             qtbot.waitUntil(lambda: "found on" in page.status.text(), timeout=30000)
             assert page.status.text() == f"1 study found on {PROFILE}.", page.status.text()
@@ -115,13 +115,13 @@ def test_the_window_rides_out_a_takeover(qtbot, cluster: ClusterLab, study, tmp_
                 fault["shown"] = window.viewport.model.series.frame_ref(window.viewport.model.index).sop_instance_uid
                 fault["node"] = cluster.fail("kill")
 
-            window.clusters.job_progress.connect(on_progress)
+            window.retrievals.job_progress.connect(on_progress)
             retry_events: list[str] = []
-            window.clusters.retry_event.connect(
+            window.retrievals.retry_event.connect(
                 lambda e: retry_events.append(f"{type(e).__name__} {e.operation} {e.node} {getattr(e, 'transient', '')}"))
             window.banner_controller.banner.retry_clicked.connect(lambda: banner_states.append("retry clicked"))
             qtbot.mouseClick(page.retrieve_button, Qt.MouseButton.LeftButton)
-            qtbot.waitUntil(lambda: page.status.text().startswith(("Retrieved through", "The retrieval through")),
+            qtbot.waitUntil(lambda: page.status.text().startswith(("Retrieved from", "The retrieval from")),
                             timeout=RETRIEVE_LIMIT_MS)
             status = page.status.text()
             events = window.health.event_texts()
@@ -129,7 +129,7 @@ def test_the_window_rides_out_a_takeover(qtbot, cluster: ClusterLab, study, tmp_
                   + "\n".join(events) + f"\nretry events: {retry_events}\nbanner: {window.banner_controller.shown_texts}\nstatus: {status}")
             assert "node" in fault, "the retrieval ended before the fault: the test would prove nothing"
             assert fault["node"] == "nodea"
-            assert status == f"Retrieved through the cluster {PROFILE}: {INSTANCES} of {INSTANCES} images are here."
+            assert status == f"Retrieved from {PROFILE}: {INSTANCES} of {INSTANCES} images are here ({INSTANCES} received)."
 
             # The event log says it in words: the outage, then the resumption.
             assert any("stopped answering at" in t and "during the C-GET; retrying." in t for t in events), events

@@ -1,4 +1,6 @@
-"""One conformance class, run over every transport (C-GET, C-MOVE, WADO-RS) against the same real Orthanc.
+"""Two conformance classes against the same real Orthanc: the transports (C-GET, C-MOVE, WADO-RS) as the
+engine uses them, and the retrieval engine over every transport and both entry points (a plain node, which is a
+cluster of one, and a cluster profile).
 
 Received instances are compared with what was uploaded: the whole data set (pydicom equality, so every
 attribute) and the Pixel Data bytes, which also proves that compressed instances arrive as stored (no
@@ -24,15 +26,10 @@ from viewer.errors import (
     StorageFullError,
 )
 from viewer.library import Library
-from viewer.pacs import (
-    PacsClient,
-    first_middle_last,
-    keep_patient_data_out_of_logs,
-    open_client,
-    retrieve_to_library,
-)
-from viewer.pacs.client import retrieve_study
+from viewer.pacs import PacsClient, keep_patient_data_out_of_logs, open_client
+from viewer.pacs.cluster import ClusterAddress, ClusterProfile
 from viewer.pacs.node import Node
+from viewer.pacs.retrieve import first_middle_last, retrieve
 
 pytestmark = pytest.mark.network
 
@@ -158,72 +155,6 @@ class TestTransportConformance:
         assert result.completed == 3
         assert progress[-1] == (3, 3)
 
-    def test_every_compressed_file_arrives_as_stored(self, client: PacsClient, via: str, tmp_path, seed_data: Seed,
-                                                      node: Node, move_port: int) -> None:
-        with Library.open(tmp_path / "lib") as library:
-            for study_uid in sorted(set(seed_data.pydicom_studies.values())):
-                retrieve_to_library(node, library, study_uid, via=via, move_port=move_port)
-            held = {r.sop_instance_uid: r for r in library.iter_instances()}
-            for name, study_uid in seed_data.pydicom_studies.items():
-                for uid in seed_data.instances_of(study_uid):
-                    assert uid in held, name
-                    assert_same_instance(held[uid].path.read_bytes(), seed_data.files[uid])
-
-    def test_retrieve_to_library_first_middle_last_first(self, via: str, tmp_path, seed_data: Seed, node: Node,
-                                                        move_port: int) -> None:
-        arrival: list[str] = []
-        with Library.open(tmp_path / "lib") as library:
-            def sink(data: bytes) -> None:
-                arrival.append(library.store_bytes(data).sop_instance_uid)
-
-            progress: list[tuple[int, int | None]] = []
-            client = open_client(node, via, move_port=move_port)
-            try:
-                result = retrieve_study(client, seed_data.ct_study, sink=sink, held=library.has_instance,
-                                        progress=lambda d, t: progress.append((d, t)))
-            finally:
-                client.close()
-            ordered = [u for _, u in sorted((int(pydicom.dcmread(library.path_of(u)).InstanceNumber), u)
-                                            for u in arrival)]
-            assert set(arrival[:3]) == {ordered[i] for i in first_middle_last(31)}
-            assert result.completed == 31 and result.skipped_already_held == 0
-            assert progress[-1] == (31, 31)
-            for record in library.instances(seed_data.ct_series):
-                assert_same_instance(record.path.read_bytes(), seed_data.files[record.sop_instance_uid])
-
-            # A second retrieval asks for nothing: everything is held.
-            again = retrieve_to_library(node, library, seed_data.ct_study, via=via, move_port=move_port)
-            assert again.completed == 0 and again.skipped_already_held == 31
-
-    def test_resume_fetches_only_what_is_missing(self, via: str, tmp_path, seed_data: Seed, node: Node,
-                                                 move_port: int) -> None:
-        with Library.open(tmp_path / "lib") as library:
-            first, second = seed_data.two_series
-            for uid in seed_data.instances_of(seed_data.two_series_study):
-                data = seed_data.files[uid]
-                if pydicom.dcmread(io.BytesIO(data)).SeriesInstanceUID == first:
-                    library.store_bytes(data)
-            result = retrieve_to_library(node, library, seed_data.two_series_study, via=via, move_port=move_port)
-            assert result.skipped_already_held == 5 and result.completed == 5
-            assert len(library.instance_uids(second)) == 5
-
-    def test_cancel_keeps_what_was_stored(self, via: str, tmp_path, seed_data: Seed, node: Node,
-                                          move_port: int) -> None:
-        cancel = threading.Event()
-        with Library.open(tmp_path / "lib") as library:
-            stored: list[str] = []
-
-            def sink(data: bytes) -> None:
-                stored.append(library.store_bytes(data).sop_instance_uid)
-                if len(stored) == 5:
-                    cancel.set()
-
-            with pytest.raises(OperationCancelled):
-                retrieve_to_library_with_sink(node, seed_data.ct_study, via, move_port, sink, library, cancel)
-            held = {r.sop_instance_uid for r in library.instances(seed_data.ct_series)}
-            assert set(stored) == held
-            assert 5 <= len(held) < 31
-
     def test_sink_refusing_one_instance_fails_only_that_one(self, client: PacsClient, via: str,
                                                             seed_data: Seed) -> None:
         sink = Collector()
@@ -259,13 +190,88 @@ class TestTransportConformance:
         assert len(sink.items) == 3
 
 
-def retrieve_to_library_with_sink(node: Node, study_uid: str, via: str, move_port: int, sink, library: Library,
-                                  cancel: threading.Event) -> None:
-    client = open_client(node, via, move_port=move_port)
-    try:
-        retrieve_study(client, study_uid, sink=sink, held=library.has_instance, cancel=cancel)
-    finally:
-        client.close()
+@pytest.fixture(params=["node", "cluster"])
+def entry(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+@pytest.fixture
+def source(node: Node, via: str, move_port: int, entry: str) -> ClusterProfile:
+    """What the engine retrieves from: the node as a cluster of one, or a cluster profile whose virtual IP and
+    member are this Orthanc (the method pinned to `via`)."""
+    if entry == "node":
+        return ClusterProfile.of_node(node, via, move_port=move_port)
+    vip = ClusterAddress(node.host, node.port, name="virtual IP", dicomweb_url=node.dicomweb_url)
+    member = ClusterAddress(node.host, node.port, name="node A", dicomweb_url=node.dicomweb_url)
+    return ClusterProfile(name="conformance", vip=vip, members=(member,), ae_title=node.ae_title,
+                          calling_ae=node.calling_ae, transports=("dimse", "dicomweb"), preferred=via, fallbacks=(),
+                          timeouts=node.timeouts, move_port=move_port)
+
+
+class TestEngineConformance:
+    """What the retrieval engine does over every transport, from a node or a cluster alike."""
+
+    def test_every_compressed_file_arrives_as_stored(self, source: ClusterProfile, tmp_path, seed_data: Seed) -> None:
+        with Library.open(tmp_path / "lib") as library:
+            for study_uid in sorted(set(seed_data.pydicom_studies.values())):
+                assert retrieve(source, study_uid, library=library).complete
+            held = {r.sop_instance_uid: r for r in library.iter_instances()}
+            for name, study_uid in seed_data.pydicom_studies.items():
+                for uid in seed_data.instances_of(study_uid):
+                    assert uid in held, name
+                    assert_same_instance(held[uid].path.read_bytes(), seed_data.files[uid])
+
+    def test_first_middle_last_first(self, source: ClusterProfile, tmp_path, seed_data: Seed) -> None:
+        arrival: list[str] = []
+        with Library.open(tmp_path / "lib") as library:
+            def sink(data: bytes) -> None:
+                arrival.append(library.store_bytes(data).sop_instance_uid)
+
+            progress: list[tuple[int, int | None]] = []
+            outcome = retrieve(source, seed_data.ct_study, sink=sink, held=library.has_instance,
+                               progress=lambda d, t: progress.append((d, t)))
+            ordered = [u for _, u in sorted((int(pydicom.dcmread(library.path_of(u)).InstanceNumber), u)
+                                            for u in arrival)]
+            assert set(arrival[:3]) == {ordered[i] for i in first_middle_last(31)}
+            assert outcome.complete and outcome.result.completed == 31 and outcome.result.skipped_already_held == 0
+            assert progress[-1] == (31, 31)
+            for record in library.instances(seed_data.ct_series):
+                assert_same_instance(record.path.read_bytes(), seed_data.files[record.sop_instance_uid])
+
+            # A second retrieval asks for nothing: everything is held.
+            again = retrieve(source, seed_data.ct_study, library=library)
+            assert again.complete and again.result.completed == 0 and again.result.skipped_already_held == 31
+
+    def test_resume_fetches_only_what_is_missing(self, source: ClusterProfile, tmp_path, seed_data: Seed) -> None:
+        with Library.open(tmp_path / "lib") as library:
+            first, second = seed_data.two_series
+            for uid in seed_data.instances_of(seed_data.two_series_study):
+                data = seed_data.files[uid]
+                if pydicom.dcmread(io.BytesIO(data)).SeriesInstanceUID == first:
+                    library.store_bytes(data)
+            outcome = retrieve(source, seed_data.two_series_study, library=library)
+            assert outcome.result.skipped_already_held == 5 and outcome.result.completed == 5
+            assert outcome.complete and len(library.instance_uids(second)) == 5
+
+    def test_cancel_keeps_what_was_stored_and_the_next_run_completes(self, source: ClusterProfile, tmp_path,
+                                                                     seed_data: Seed) -> None:
+        cancel = threading.Event()
+        with Library.open(tmp_path / "lib") as library:
+            stored: list[str] = []
+
+            def sink(data: bytes) -> None:
+                stored.append(library.store_bytes(data).sop_instance_uid)
+                if len(stored) == 5:
+                    cancel.set()
+
+            with pytest.raises(OperationCancelled):
+                retrieve(source, seed_data.ct_study, sink=sink, held=library.has_instance, cancel=cancel)
+            held = {r.sop_instance_uid for r in library.instances(seed_data.ct_series)}
+            assert set(stored) == held
+            assert 5 <= len(held) < 31
+            outcome = retrieve(source, seed_data.ct_study, library=library)
+            assert outcome.complete and outcome.result.skipped_already_held == len(held)
+            assert library.instance_uids(seed_data.ct_series) == seed_data.instances_of(seed_data.ct_study)
 
 
 def test_qido_has_no_patient_level(node: Node) -> None:
@@ -280,12 +286,18 @@ def test_dimse_patient_level_find(node: Node) -> None:
     assert {r["PatientName"] for r in rows} == {"Test^Phantom", "Other^Person"}
 
 
-def test_no_patient_data_in_logs(node: Node, seed_data: Seed, caplog: pytest.LogCaptureFixture) -> None:
+def test_no_patient_data_in_logs(node: Node, seed_data: Seed, move_port: int, tmp_path,
+                                 caplog: pytest.LogCaptureFixture) -> None:
     keep_patient_data_out_of_logs()  # what mifas-pacs and mifas-viewer do at start
     with caplog.at_level(logging.DEBUG):
-        client = open_client(node, "get")
-        assert client.find("study", {"PatientName": "Test*"})
-        client.retrieve(seed_data.ct_study, seed_data.ct_series, sink=lambda data: None)
+        client = open_client(node, "move", move_port=move_port)  # pynetdicom's path logs every PDU at DEBUG
+        try:
+            assert client.find("study", {"PatientName": "Test*"})
+            client.retrieve(seed_data.ct_study, seed_data.ct_series, sink=lambda data: None)
+        finally:
+            client.close()
+        with Library.open(tmp_path / "lib") as library:
+            assert retrieve(ClusterProfile.of_node(node, "get"), seed_data.ct_study, library=library).complete
     assert caplog.records, "nothing was logged at all: the test would prove nothing"
     for secret in ("Test^Phantom", "MIFAS-T1", "ACC0001"):
         assert secret not in caplog.text

@@ -17,8 +17,9 @@ from tests.pacs.conftest import CALLING_AE, DCMTK_ENV, Seed, dcmtk
 from tests.pacs.test_conformance import Collector, assert_same_instance
 from viewer.errors import MifasError
 from viewer.library import Library
-from viewer.pacs import DimseClient, retrieve_to_library
+from viewer.pacs import ClusterProfile, DimseClient
 from viewer.pacs.node import Node, Timeouts
+from viewer.pacs.retrieve import retrieve
 
 pytestmark = pytest.mark.network
 
@@ -104,8 +105,8 @@ def test_dcmqrscp_get(dcmqrscp: Node, seed_data: Seed) -> None:
 
 def test_dcmqrscp_into_library(dcmqrscp: Node, seed_data: Seed, tmp_path: Path) -> None:
     with Library.open(tmp_path / "lib") as library:
-        result = retrieve_to_library(dcmqrscp, library, seed_data.two_series_study)
-        assert result.completed == 10
+        outcome = retrieve(ClusterProfile.of_node(dcmqrscp), seed_data.two_series_study, library=library)
+        assert outcome.complete and outcome.result.completed == 10
         for series_uid in seed_data.two_series:
             for record in library.instances(series_uid):
                 assert_same_instance(record.path.read_bytes(), seed_data.files[record.sop_instance_uid])

@@ -15,13 +15,15 @@ from mifaslab.orthanc import free_port
 from tests.pacs.conftest import ct_series, part10
 from viewer.errors import DicomWebError, NodeUnreachableError, PacsTimeoutError
 from viewer.pacs import DicomWebClient, MultipartReader, dicomweb
-from viewer.pacs.dicomweb import dicom_json_to_dict, part10_sop_instance_uid, query_string
+from viewer.pacs.dicomweb import dicom_json_to_dict, query_string
 from viewer.pacs.node import Timeouts
+from viewer.pacs.sink import part10_sop_instance_uid
 
 QUICK = Timeouts(connect_s=1.0, acse_s=1.0, dimse_s=1.0, network_s=2.0)  # for the server that never answers
 PATIENT = Timeouts(connect_s=2.0, acse_s=10.0, dimse_s=10.0, network_s=20.0)  # for the others, on a busy machine
-STUDY = "1.2.3.4"
-INSTANCES = [part10(ds) for ds in ct_series(3, rows=8, columns=8)]
+_SERIES = ct_series(3, rows=8, columns=8)
+STUDY, SERIES = str(_SERIES[0].StudyInstanceUID), str(_SERIES[0].SeriesInstanceUID)
+INSTANCES = [part10(ds) for ds in _SERIES]
 
 
 def multipart(parts: list[bytes], boundary: str = "b0und", *, lengths: bool = False, preamble: bytes = b"",
@@ -136,7 +138,7 @@ CASES = {
 }
 
 
-EXTRA = part10(ct_series(1, rows=8, columns=8, seed=5)[0])  # in the series, but not asked for
+EXTRA = part10(ct_series(1, rows=8, columns=8, seed=5, study_uid=STUDY, series_uid=SERIES)[0])  # not asked for
 MULTIPART = 'multipart/related; type="application/dicom"; boundary=b0und'
 
 
@@ -220,10 +222,10 @@ def test_most_of_a_series_comes_in_one_request(bad_server: str, monkeypatch: pyt
     _Handler.requests.clear()
     wanted = [part10_sop_instance_uid(d) for d in INSTANCES]
     received: list[bytes] = []
-    result = DicomWebClient(f"{bad_server}/partial", PATIENT).retrieve(STUDY, "1.2.3.5", wanted, sink=received.append)
+    result = DicomWebClient(f"{bad_server}/partial", PATIENT).retrieve(STUDY, SERIES, wanted, sink=received.append)
     assert sorted(received) == sorted(INSTANCES)  # EXTRA, not asked for, was dropped
     assert result.completed == 3 and sorted(result.sop_instance_uids) == sorted(wanted)
-    series_requests = [r for r in _Handler.requests if r.endswith("/series/1.2.3.5")]
+    series_requests = [r for r in _Handler.requests if r.endswith(f"/series/{SERIES}")]
     instance_requests = [r for r in _Handler.requests if "/instances/" in r]
     assert len(series_requests) == 1 and len(instance_requests) == 2  # the two the series answer lacked
 

@@ -10,7 +10,7 @@ import pytest
 from tests.pacs.conftest import Seed
 from tests.pacs.test_conformance import Collector, assert_same_instance
 from viewer.errors import OperationCancelled, StorageFullError
-from viewer.pacs import DimseClient, dimse
+from viewer.pacs import DimseClient, dimse, query
 from viewer.pacs.node import Node
 
 pytestmark = pytest.mark.network
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.network
 @pytest.fixture
 def small_limits(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dimse, "LANE_INSTANCES_MIN", 4)  # 31 instances -> up to 7 lanes
-    monkeypatch.setattr(dimse, "SOP_UIDS_PER_REQUEST_MAX", 3)  # several C-GET/C-MOVE requests per lane
+    monkeypatch.setattr(query, "SOP_UIDS_PER_REQUEST_MAX", 3)  # several C-GET/C-MOVE requests per lane
 
 
 def listed(client: DimseClient, seed: Seed) -> list[str]:

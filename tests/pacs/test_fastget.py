@@ -35,9 +35,11 @@ from viewer.errors import (
 )
 from viewer.library import Library
 from viewer.library.writer import GroupWriter
-from viewer.pacs import DimseClient, dimse, fastget, pdu
+from viewer.pacs import DimseClient, fastget, pdu, query
+from viewer.pacs.contexts import get_presentation_contexts
 from viewer.pacs.fastget import FastGetClient
 from viewer.pacs.node import Node, Timeouts
+from viewer.pacs.query import retrieve_identifiers
 
 QUICK = Timeouts(connect_s=1.0, acse_s=1.0, dimse_s=1.0, network_s=2.0)
 PATIENT = Timeouts(connect_s=2.0, acse_s=10.0, dimse_s=10.0, network_s=20.0)
@@ -51,6 +53,33 @@ def by_uid(items: list[bytes]) -> dict[str, bytes]:
     out = {Collector.uid_of(data): data for data in items}
     assert len(out) == len(items), "an instance arrived twice"
     return out
+
+
+def pynetdicom_get(node: Node, study_uid: str, series_uid: str | None = None, uids: list[str] | None = None,
+                   sop_class_uids: set[str] | None = None) -> list[bytes]:
+    """The reference: pynetdicom's own C-GET SCU, each instance as ``event.encoded_dataset()`` gives it."""
+    received: list[bytes] = []
+
+    def on_store(event: evt.Event) -> int:
+        received.append(event.encoded_dataset(include_meta=True))
+        return 0x0000
+
+    contexts, roles = get_presentation_contexts(sop_class_uids)
+    ae = AE(ae_title=node.calling_ae)
+    assoc = ae.associate(node.host, node.port, contexts=contexts, ae_title=node.ae_title, ext_neg=roles,
+                         evt_handlers=[(evt.EVT_C_STORE, on_store)])
+    assert assoc.is_established
+    try:
+        for identifier in retrieve_identifiers(study_uid, series_uid, uids):
+            for status, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet):
+                assert status
+    finally:
+        assoc.release()
+    return received
+
+
+def study_of(datasets: list[pydicom.Dataset]) -> str:
+    return str(datasets[0].StudyInstanceUID)
 
 
 def sop_class_of(data: bytes) -> str:
@@ -121,7 +150,7 @@ def test_study_bytes_identical_to_pynetdicom_and_same_as_source(node: Node, seed
         ours, theirs = Collector(), Collector()
         classes = {sop_class_of(seed_data.files[uid]) for uid in seed_data.instances_of(study)}
         result = FastGetClient(node).get(study, sink=ours, sop_class_uids=classes)
-        DimseClient(node, lean_get=False).get(study, sink=theirs, sop_class_uids=classes)
+        theirs.items = pynetdicom_get(node, study, sop_class_uids=classes)
         got, want = by_uid(ours.items), by_uid(theirs.items)
         assert got == want  # byte for byte: preamble, file meta, data set
         assert set(got) == seed_data.instances_of(study)
@@ -140,17 +169,17 @@ def test_series_level(node: Node, seed_data: Seed) -> None:
 
 
 @pytest.mark.network
-@pytest.mark.parametrize(("associations", "store_workers"), [(1, 0), (3, 0), (3, 2)])
+@pytest.mark.parametrize("associations", [1, 3])
 def test_image_level_list_over_lanes(monkeypatch: pytest.MonkeyPatch, node: Node, seed_data: Seed,
-                                     associations: int, store_workers: int) -> None:
+                                     associations: int) -> None:
     monkeypatch.setattr(fastget, "LANE_INSTANCES_MIN", 4)  # 31 instances -> several lanes
-    monkeypatch.setattr(dimse, "SOP_UIDS_PER_REQUEST_MAX", 3)  # several C-GET requests per lane
+    monkeypatch.setattr(query, "SOP_UIDS_PER_REQUEST_MAX", 3)  # several C-GET requests per lane
     uids = sorted(r["SOPInstanceUID"] for r in DimseClient(node).find(
         "image", {"StudyInstanceUID": seed_data.ct_study, "SeriesInstanceUID": seed_data.ct_series}))
     wanted = uids[:-1]  # all but one: a resumed transfer
     sink = Collector()
     progress: list[tuple[int, int | None]] = []
-    client = FastGetClient(node, associations=associations, store_workers=store_workers)
+    client = FastGetClient(node, associations=associations)
     result = client.get(seed_data.ct_study, seed_data.ct_series, wanted, sink=sink,
                         progress=lambda done, total: progress.append((done, total)))
     assert sorted(by_uid(sink.items)) == wanted
@@ -163,7 +192,7 @@ def test_image_level_list_over_lanes(monkeypatch: pytest.MonkeyPatch, node: Node
 @pytest.mark.network
 def test_storage_full_stops_every_lane(monkeypatch: pytest.MonkeyPatch, node: Node, seed_data: Seed) -> None:
     monkeypatch.setattr(fastget, "LANE_INSTANCES_MIN", 4)
-    monkeypatch.setattr(dimse, "SOP_UIDS_PER_REQUEST_MAX", 3)
+    monkeypatch.setattr(query, "SOP_UIDS_PER_REQUEST_MAX", 3)
     uids = sorted(seed_data.instances_of(seed_data.ct_study))
     sink = Collector()
     lock = threading.Lock()
@@ -344,7 +373,8 @@ def get_scp() -> Iterator[Callable[..., int]]:
 
 @pytest.mark.network
 def test_cancel_sends_c_cancel_and_keeps_what_arrived(get_scp: Callable[..., int]) -> None:
-    port = get_scp(ct_series(20), delay_s=0.05)
+    datasets = ct_series(20)
+    port = get_scp(datasets, delay_s=0.05)
     cancel = threading.Event()
     sink = Collector()
 
@@ -354,7 +384,7 @@ def test_cancel_sends_c_cancel_and_keeps_what_arrived(get_scp: Callable[..., int
             cancel.set()
 
     with pytest.raises(OperationCancelled):
-        FastGetClient(local_node(port, timeouts=PATIENT)).get("1.2.3", sink=cancelling, cancel=cancel)
+        FastGetClient(local_node(port, timeouts=PATIENT)).get(study_of(datasets), sink=cancelling, cancel=cancel)
     assert 3 <= len(sink.items) < 20
 
 
@@ -364,7 +394,7 @@ def test_abort_in_the_middle_keeps_what_arrived(get_scp: Callable[..., int]) -> 
     port = get_scp(datasets, abort_after=2)
     sink = Collector()
     with pytest.raises(AssociationAbortedError, match="aborted the association during the C-GET"):
-        FastGetClient(local_node(port, timeouts=PATIENT)).get("1.2.3", sink=sink)
+        FastGetClient(local_node(port, timeouts=PATIENT)).get(study_of(datasets), sink=sink)
     assert sorted(by_uid(sink.items)) == sorted(str(ds.SOPInstanceUID) for ds in datasets[:2])
 
 
@@ -379,27 +409,29 @@ def test_refused_instance_is_reported_and_the_rest_stored(get_scp: Callable[...,
             raise MalformedDicomError("This instance is damaged.")
         sink(data)
 
-    result = FastGetClient(local_node(get_scp(datasets), timeouts=PATIENT)).get("1.2.3", sink=picky)
+    result = FastGetClient(local_node(get_scp(datasets), timeouts=PATIENT)).get(study_of(datasets), sink=picky)
     assert result.completed == 3 and result.failed == 1
     assert bad not in by_uid(sink.items) and len(sink.items) == 3
 
 
 @pytest.mark.network
 def test_whole_transfer_deadline_is_separate_from_the_idle_timeout(get_scp: Callable[..., int]) -> None:
-    port = get_scp(ct_series(40), delay_s=0.05)  # always moving: the idle timeout (10 s) never fires
+    datasets = ct_series(40)
+    port = get_scp(datasets, delay_s=0.05)  # always moving: the idle timeout (10 s) never fires
     sink = Collector()
     with pytest.raises(PacsTimeoutError, match="did not finish within its time limit"):
-        FastGetClient(local_node(port, timeouts=PATIENT)).get("1.2.3", sink=sink, deadline_s=0.5)
+        FastGetClient(local_node(port, timeouts=PATIENT)).get(study_of(datasets), sink=sink, deadline_s=0.5)
     assert 1 <= len(sink.items) < 40
 
 
 @pytest.mark.network
 def test_too_large_instance_is_refused(get_scp: Callable[..., int]) -> None:
-    port = get_scp(ct_series(3))  # 64x64x2 bytes of pixels each
+    datasets = ct_series(3)  # 64x64x2 bytes of pixels each
+    port = get_scp(datasets)
     sink = Collector()
     client = FastGetClient(local_node(port, timeouts=PATIENT), dataset_bytes_max=4096)
     with pytest.raises(PacsStatusError, match=r"status 0xA702"):  # every sub-operation failed (PS3.4 C.4.3.3.1)
-        client.get("1.2.3", sink=sink)
+        client.get(study_of(datasets), sink=sink)
     assert sink.items == []
 
 
@@ -431,17 +463,26 @@ def test_no_socket_left_open(scripted_peer: Callable[..., int], node: Node, seed
 
 
 @pytest.mark.network
-def test_instance_not_asked_for_is_refused_and_reported(get_scp: Callable[..., int],
-                                                        caplog: pytest.LogCaptureFixture) -> None:
+def test_instance_not_asked_for_is_refused_and_reported(get_scp: Callable[..., int]) -> None:
     datasets = ct_series(4)  # the SCP sends all four whatever is asked
     wanted = sorted(str(ds.SOPInstanceUID) for ds in datasets[:2])
     sink = Collector()
     client = FastGetClient(local_node(get_scp(datasets), timeouts=PATIENT), associations=1)
-    with caplog.at_level("WARNING", logger="viewer.pacs.fastget"):
-        result = client.get(str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID), wanted, sink=sink)
+    result = client.get(str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID), wanted, sink=sink)
     assert sorted(by_uid(sink.items)) == wanted == sorted(result.sop_instance_uids)
     assert result.failed == 2  # the peer counts our refusals as failed sub-operations
-    assert "sent 2 instance(s) that were not asked for" in caplog.text
+    assert sorted(result.unrequested_sop_instance_uids) == sorted(str(ds.SOPInstanceUID) for ds in datasets[2:])
+
+
+@pytest.mark.network
+def test_instance_of_another_study_is_refused_at_study_level(get_scp: Callable[..., int]) -> None:
+    mine = ct_series(2)
+    other = ct_series(1, patient_name="Other^Patient", patient_id="OTHER-1")  # another study: slipped in
+    sink = Collector()
+    client = FastGetClient(local_node(get_scp([*mine, *other]), timeouts=PATIENT), associations=1)
+    result = client.get(study_of(mine), sink=sink)
+    assert sorted(by_uid(sink.items)) == sorted(str(ds.SOPInstanceUID) for ds in mine)
+    assert result.unrequested_sop_instance_uids == (str(other[0].SOPInstanceUID),)
 
 
 # -- into the library (group commit) and as DimseClient.get's default path ----------------------------------
@@ -453,7 +494,7 @@ def test_into_the_library_through_a_group_writer(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(fastget, "LANE_INSTANCES_MIN", 4)  # several lanes submitting to one writer
     uids = sorted(seed_data.instances_of(seed_data.ct_study))
     theirs = Collector()
-    DimseClient(node, lean_get=False).get(seed_data.ct_study, seed_data.ct_series, uids, sink=theirs)
+    theirs.items = pynetdicom_get(node, seed_data.ct_study, seed_data.ct_series, uids)
     progress: list[tuple[int, int | None]] = []
     with Library.open(tmp_path / "lib") as library:
         with GroupWriter(library, batch_instances_max=4) as writer:
@@ -471,8 +512,7 @@ def test_into_the_library_through_a_group_writer(monkeypatch: pytest.MonkeyPatch
 
 
 @pytest.mark.network
-def test_dimse_client_get_runs_the_lean_client_and_falls_back(monkeypatch: pytest.MonkeyPatch, node: Node,
-                                                               seed_data: Seed) -> None:
+def test_dimse_client_get_is_the_lean_client(monkeypatch: pytest.MonkeyPatch, node: Node, seed_data: Seed) -> None:
     calls: list[str] = []
     lean_get = FastGetClient.get
 
@@ -483,30 +523,3 @@ def test_dimse_client_get_runs_the_lean_client_and_falls_back(monkeypatch: pytes
     monkeypatch.setattr(FastGetClient, "get", spy)
     sink = Collector()
     assert DimseClient(node).get(seed_data.two_series_study, sink=sink).completed == 10 and calls == ["lean"]
-
-    def refused(self: FastGetClient, *args: object, **kwargs: object) -> object:
-        calls.append("refused")
-        raise fastget.LeanAssociationFailed("a peer that does not understand our association request")
-
-    monkeypatch.setattr(FastGetClient, "get", refused)
-    again = Collector()
-    assert DimseClient(node).get(seed_data.two_series_study, sink=again).completed == 10  # pynetdicom's path
-    assert calls == ["lean", "refused"] and by_uid(again.items) == by_uid(sink.items)
-
-
-@pytest.mark.network
-@pytest.mark.parametrize("reject", [True, False])
-def test_dimse_client_rule_for_instances_not_asked_for(get_scp: Callable[..., int], reject: bool) -> None:
-    datasets = ct_series(4)  # the SCP sends all four whatever is asked
-    wanted = sorted(str(ds.SOPInstanceUID) for ds in datasets[:2])
-    sink = Collector()
-    told: list[str] = []
-    client = DimseClient(local_node(get_scp(datasets), timeouts=PATIENT), associations=1)
-    result = client.get(str(datasets[0].StudyInstanceUID), str(datasets[0].SeriesInstanceUID), wanted, sink=sink,
-                        reject_unrequested=reject, on_unrequested=told.append)
-    if reject:  # refused (NOT_AUTHORIZED) and reported, as on the pynetdicom path
-        assert sorted(by_uid(sink.items)) == wanted and sorted(told) == sorted(
-            str(ds.SOPInstanceUID) for ds in datasets[2:])
-        assert result.failed == 2
-    else:  # stored, as on the pynetdicom path
-        assert len(by_uid(sink.items)) == 4 and told == []

@@ -11,18 +11,15 @@ from pynetdicom.sop_class import CTImageStorage, MRImageStorage, RTStructureSetS
 
 from viewer.errors import PacsError
 from viewer.pacs import Node, RetrieveResult, Timeouts, node_from_json, node_to_json, parse_node
-from viewer.pacs.client import first_middle_last
-from viewer.pacs.dimse import (
-    COMPRESSED_SYNTAXES,
-    PRESENTATION_CONTEXTS_MAX,
+from viewer.pacs.contexts import COMPRESSED_SYNTAXES, PRESENTATION_CONTEXTS_MAX, get_presentation_contexts
+from viewer.pacs.query import (
     SOP_UIDS_PER_REQUEST_MAX,
-    DimseStatus,
-    describe_status,
-    get_presentation_contexts,
     identifier_to_dict,
     query_identifier,
     retrieve_identifiers,
 )
+from viewer.pacs.retrieve import first_middle_last
+from viewer.pacs.status import DimseStatus, describe_status
 from viewer.settings import Settings, default_library_dir, load_settings, save_settings, settings_path
 
 

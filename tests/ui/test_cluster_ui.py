@@ -31,8 +31,8 @@ from viewer.pacs.node import Timeouts
 from viewer.pacs.retry import RetryPolicy
 from viewer.settings import Settings
 from viewer.ui.banner import RETRYING_TEXT
-from viewer.ui.cluster_panel import ClusterPacsPanel
 from viewer.ui.main_window import MainWindow
+from viewer.ui.pacs_panel import PacsPanel
 from viewer.ui.profile_dialog import SYSTEM_SUFFIX, ProfileDialog
 
 pytestmark = [pytest.mark.gui, pytest.mark.network]
@@ -110,12 +110,12 @@ def make_window(qtbot, tmp_path: Path, profiles_path: Path):
         window.close()
 
 
-def cluster_page(qtbot, window: MainWindow, profile: str = PROFILE) -> ClusterPacsPanel:
+def cluster_page(qtbot, window: MainWindow, profile: str = PROFILE) -> PacsPanel:
     index = window.browser.source.findText(f"PACS cluster: {profile}")
     assert index > 0, [window.browser.source.itemText(i) for i in range(window.browser.source.count())]
     window.browser.source.setCurrentIndex(index)
     page = window.browser.current_page()
-    assert isinstance(page, ClusterPacsPanel)
+    assert isinstance(page, PacsPanel)
     page.search.patient_id.setText("UI-0001")
     page.run_query()
     qtbot.waitUntil(lambda: "found on" in page.status.text(), timeout=20000)
@@ -124,7 +124,7 @@ def cluster_page(qtbot, window: MainWindow, profile: str = PROFILE) -> ClusterPa
     return page
 
 
-def select_study(page: ClusterPacsPanel, study_uid: str) -> None:
+def select_study(page: PacsPanel, study_uid: str) -> None:
     rows = [r for r in range(page.results.rowCount()) if page.results.row(r)["StudyInstanceUID"] == study_uid]
     assert rows, "the study is not in the results"
     page.table.clearSelection()
@@ -169,8 +169,8 @@ def test_retrieval_through_the_cluster_fills_the_library_and_the_open_series(qtb
     select_study(page, study_uid)
     assert page.retrieve_button.isEnabled()
     qtbot.mouseClick(page.retrieve_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: page.status.text().startswith("Retrieved through the cluster"), timeout=60000)
-    assert page.status.text() == f"Retrieved through the cluster {PROFILE}: {BIG} of {BIG} images are here."
+    qtbot.waitUntil(lambda: page.status.text().startswith("Retrieved from"), timeout=60000)
+    assert page.status.text() == f"Retrieved from {PROFILE}: {BIG} of {BIG} images are here ({BIG - 5} received, 5 already in the library)."
     assert not page.busy
     assert len(library.instance_uids(series_uid)) == BIG
     # The open series filled in, and still shows the same slice (same instance, same pixels).
@@ -204,10 +204,10 @@ def test_outage_shows_the_banner_and_retry_completes_the_job(qtbot, make_window,
         qtbot.waitUntil(lambda: banner.state == "failed", timeout=30000)
         assert banner.isVisible() and banner.retry_button.isVisible() and banner.retry_button.isEnabled()
         assert banner.text == (f"The PACS did not come back within the retry budget ({BUDGET_S:g} s); the "
-                               f"retrieval through the cluster '{PROFILE}' stopped. Retry fetches only what is "
+                               f"retrieval from '{PROFILE}' stopped. Retry fetches only what is "
                                "missing."), banner.text
         assert "refused the connection" in banner.toolTip()
-        assert page.status.text().startswith(f"The retrieval through the cluster {PROFILE} stopped:")
+        assert page.status.text().startswith(f"The retrieval from {PROFILE} stopped:")
         texts = events.event_texts()
         assert any("stopped answering at" in t and "retrying." in t for t in texts), texts
         assert any(t.startswith("Gave up the") for t in texts), texts
@@ -217,7 +217,7 @@ def test_outage_shows_the_banner_and_retry_completes_the_job(qtbot, make_window,
         if not pacs.running:
             pacs.start()
     qtbot.mouseClick(window.banner.retry_button, Qt.MouseButton.LeftButton)
-    qtbot.waitUntil(lambda: page.status.text().startswith("Retrieved through the cluster"), timeout=60000)
+    qtbot.waitUntil(lambda: page.status.text().startswith("Retrieved from"), timeout=60000)
     assert not window.banner.isVisible()
     assert len(library.instance_uids(series_uid)) == SMALL
     job = JobStore(library).jobs()[0]
@@ -241,8 +241,8 @@ def test_outage_within_the_budget_shows_the_banner_until_it_resumes(qtbot, make_
     finally:
         pacs.start()  # back well within the 60 s budget
     qtbot.waitUntil(lambda: not banner.isVisible(), timeout=30000)
-    qtbot.waitUntil(lambda: page.status.text().startswith("Retrieved through the cluster"), timeout=30000)
-    assert page.status.text() == f"Retrieved through the cluster {PATIENT}: {SMALL} of {SMALL} images are here."
+    qtbot.waitUntil(lambda: page.status.text().startswith("Retrieved from"), timeout=30000)
+    assert page.status.text() == f"Retrieved from {PATIENT}: {SMALL} of {SMALL} images are here ({SMALL} received)."
     assert banner.state == "hidden"
     assert len(library.instance_uids(series_uid)) == SMALL
     texts = window.health.event_texts()

@@ -15,6 +15,7 @@ from viewer.pacs.node import Node, Timeouts
 from viewer.settings import Settings, load_settings
 from viewer.ui.main_window import MainWindow
 from viewer.ui.pacs_panel import PacsPanel
+from viewer.ui.retrieval_service import RetrievalService
 from viewer.ui.settings_dialog import SettingsDialog
 
 pytestmark = [pytest.mark.gui, pytest.mark.network]
@@ -32,11 +33,13 @@ def orthanc(tmp_path_factory):
 
 
 @pytest.fixture
-def make_panel(qtbot):
-    made = []
+def make_panel(qtbot, tmp_path):
+    made, services = [], []
 
     def make(node, library, **kwargs):
-        panel = PacsPanel(node, library, **kwargs)
+        service = RetrievalService(library, profiles_path=tmp_path / "clusters.json", system_dir=None)
+        services.append(service)
+        panel = PacsPanel(node, library, service, **kwargs)
         qtbot.addWidget(panel)
         panel.resize(700, 600)
         panel.show()
@@ -46,6 +49,8 @@ def make_panel(qtbot):
     yield make
     for p in made:
         p.shutdown()
+    for service in services:
+        service.shutdown()
 
 
 def query(qtbot, panel: PacsPanel, name: str = "", patient_id: str = "") -> None:
@@ -72,7 +77,7 @@ def test_query_and_retrieve_into_the_library(qtbot, make_panel, library, orthanc
         qtbot.mouseClick(panel.retrieve_button, Qt.MouseButton.LeftButton)
     qtbot.waitUntil(lambda: not panel.busy, timeout=30000)
     assert len(library.instance_uids(orthanc.series_uid)) == 6
-    assert panel.status.text().startswith("Retrieved from orthanc: 6 image(s) received"), panel.status.text()
+    assert panel.status.text() == "Retrieved from orthanc: 6 of 6 images are here (6 received).", panel.status.text()
     assert panel.results.index(0, 7).data() == "yes"
     assert not panel.progress.isVisible()
     # Again: everything is held already, nothing is fetched.

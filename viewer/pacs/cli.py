@@ -24,23 +24,16 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-
-from pydicom.datadict import tag_for_keyword
+from typing import TYPE_CHECKING
 
 import viewer
 from viewer.errors import LibraryError, MifasError, NotDicomError, OperationCancelled, StorageFullError
-from viewer.library.store import Library, is_valid_uid
-from viewer.pacs.client import VIAS, PacsClient, open_client, retrieve_study
-from viewer.pacs.cluster_cli import (
-    add_cluster_arguments,
-    cluster_echo,
-    cluster_find,
-    cluster_get,
-    cluster_health,
-    load_profile,
-)
-from viewer.pacs.dicomweb import part10_sop_instance_uid
-from viewer.pacs.dimse import keep_patient_data_out_of_logs
+from viewer.pacs.cluster_cli import add_cluster_arguments
+from viewer.uid import is_valid_uid
+
+if TYPE_CHECKING:
+    from viewer.pacs.client import PacsClient
+    from viewer.pacs.cluster import ClusterProfile
 from viewer.pacs.node import (
     FIND_RESULTS_LIMIT_MAX,
     FIND_RESULTS_MAX,
@@ -50,7 +43,10 @@ from viewer.pacs.node import (
     parse_node,
     validate_url,
 )
-from viewer.settings import load_settings
+
+# The heavy modules (pydicom, pynetdicom, the library) are imported where a command needs them, so that
+# `mifas-pacs --version` and a usage error answer at once.
+VIAS: tuple[str, ...] = ("get", "move", "wado")
 
 PROG = "mifas-pacs"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -141,6 +137,8 @@ def _resolve_node(args: argparse.Namespace, settings_nodes: Sequence[Node], call
 
 
 def _parse_keys(pairs: Sequence[str]) -> dict[str, str]:
+    from pydicom.datadict import tag_for_keyword
+
     if len(pairs) > KEYS_MAX:
         raise UsageError(f"at most {KEYS_MAX} keys")
     keys = {}
@@ -202,6 +200,8 @@ class _FolderSink:
         return path is not None and path.exists()
 
     def __call__(self, data: bytes) -> None:
+        from viewer.pacs.sink import part10_sop_instance_uid
+
         uid = part10_sop_instance_uid(data)
         if not uid:
             raise NotDicomError("A received instance has no readable file meta header.")
@@ -227,34 +227,58 @@ def _echo(client: PacsClient, node: Node) -> int:
 def _find(client: PacsClient, args: argparse.Namespace) -> int:
     if not 1 <= args.limit <= FIND_RESULTS_LIMIT_MAX:
         raise UsageError(f"--limit must be between 1 and {FIND_RESULTS_LIMIT_MAX}")
-    for row in client.find(args.level, _parse_keys(args.key), limit=args.limit):
+    rows = client.find(args.level, _parse_keys(args.key), limit=args.limit)
+    for row in rows:
         print(json.dumps(row, ensure_ascii=False, sort_keys=True))
+    if getattr(rows, "truncated", False):
+        _warn(f"the node had more than {args.limit} matches; only the first {args.limit} are shown "
+              "(narrow the search, or raise --limit)")
     return EXIT_OK
 
 
-def _get(client: PacsClient, args: argparse.Namespace) -> int:
+def _get(profile: ClusterProfile, args: argparse.Namespace) -> int:
+    """Retrieve with the one engine (:mod:`viewer.pacs.retrieve`), from a node or a cluster alike.  Into a
+    library it is a persisted job: if this command is interrupted, running it again fetches only what is
+    missing.  Retry events are printed to stderr as they happen."""
+    from viewer.library.jobs import JobStore, run_job
+    from viewer.library.store import Library
+    from viewer.pacs.cluster_cli import printing_event_log
+    from viewer.pacs.resume import ResilientClient
+    from viewer.pacs.retrieve import retrieve
+
     for label, uid in (("--study", args.study), ("--series", args.series)):
         if uid is not None and not is_valid_uid(uid):
             raise UsageError(f"{label} '{uid}' is not a valid UID")
     progress = _ProgressLine(args.progress or sys.stderr.isatty())
+    events = printing_event_log()
     try:
         if args.library:
             with Library.open(Path(args.library).expanduser()) as library:
-                result = retrieve_study(client, args.study, args.series, sink=library.store_bytes,
-                                        held=library.has_instance, progress=progress)
+                jobs = JobStore(library)
+                try:
+                    job = jobs.get(jobs.add(args.study, args.series, profile.name))
+                    outcome = run_job(ResilientClient(profile, library, on_event=events.record), jobs, job,
+                                      progress=progress)
+                    if outcome is None:  # the job records why; it stays in the library to be resumed
+                        reason = jobs.get(job.job_id).last_error or "the retrieval failed"
+                        raise MifasError(f"{reason.rstrip('.')}. The images already here are kept; run the same "
+                                         "command again to fetch only the missing ones.")
+                finally:
+                    jobs.close()
         else:
             sink = _FolderSink(Path(args.out).expanduser())
-            result = retrieve_study(client, args.study, args.series, sink=sink, held=sink.held, progress=progress)
+            outcome = retrieve(profile, args.study, args.series, sink=sink, held=sink.held, progress=progress,
+                               on_event=events.record)
     finally:
         progress.finish()
-    print(result.describe())
-    if result.failed:
-        raise MifasError(f"{result.failed} image(s) could not be retrieved.")
-    return EXIT_OK
+    print(outcome.describe())
+    return EXIT_OK if outcome.complete else EXIT_FAILED
 
 
 def _run_cluster(args: argparse.Namespace) -> int:
-    """The same commands through the retry-and-resume engine, against a cluster profile."""
+    """echo, find and health through the retry-and-resume engine, against a cluster profile."""
+    from viewer.pacs.cluster_cli import cluster_echo, cluster_find, cluster_health, load_profile
+
     for option in ("via", "dicomweb", "timeout", "calling_ae", "port"):
         if getattr(args, option, None) is not None:
             raise UsageError(f"--{option.replace('_', '-')} is set by the cluster profile, not with --cluster")
@@ -267,22 +291,13 @@ def _run_cluster(args: argparse.Namespace) -> int:
         if not 1 <= args.limit <= FIND_RESULTS_LIMIT_MAX:
             raise UsageError(f"--limit must be between 1 and {FIND_RESULTS_LIMIT_MAX}")
         return cluster_find(profile, args.level, _parse_keys(args.key), args.limit)
-    for label, uid in (("--study", args.study), ("--series", args.series)):
-        if uid is not None and not is_valid_uid(uid):
-            raise UsageError(f"{label} '{uid}' is not a valid UID")
-    progress = _ProgressLine(args.progress or sys.stderr.isatty())
-    try:
-        if args.library:
-            return cluster_get(profile, args.study, args.series, library_dir=Path(args.library).expanduser(),
-                               sink=None, progress=progress)
-        return cluster_get(profile, args.study, args.series, library_dir=None,
-                           sink=_FolderSink(Path(args.out).expanduser()), progress=progress)
-    finally:
-        progress.finish()
+    return _get(profile, args)
 
 
 def _configure_logging(verbose: bool) -> None:
     """Our logs to stderr only with --verbose; pynetdicom's only at WARNING, and never its identifiers."""
+    from viewer.pacs.dimse import keep_patient_data_out_of_logs
+
     keep_patient_data_out_of_logs()
     logging.getLogger("pynetdicom").setLevel(logging.WARNING if verbose else logging.CRITICAL + 1)
     ours = logging.getLogger("viewer")
@@ -302,6 +317,8 @@ def run(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     if getattr(args, "cluster", None):
         return _run_cluster(args)
+    from viewer.settings import load_settings
+
     settings = load_settings(args.config)
     for warning in settings.warnings:
         _warn(warning)
@@ -310,13 +327,17 @@ def run(argv: Sequence[str] | None = None) -> int:
     if args.command == "get" and args.port is not None and not 1 <= args.port <= 65535:
         raise UsageError("--port must be between 1 and 65535")
     move_port = getattr(args, "port", None) or settings.storage_port
+    if args.command == "get":
+        from viewer.pacs.cluster import ClusterProfile
+
+        return _get(ClusterProfile.of_node(node, via, move_port=move_port), args)
+    from viewer.pacs.client import open_client
+
     client = open_client(node, via, move_port=move_port)
     try:
         if args.command == "echo":
             return _echo(client, node)
-        if args.command == "find":
-            return _find(client, args)
-        return _get(client, args)
+        return _find(client, args)
     finally:
         client.close()
 

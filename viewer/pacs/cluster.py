@@ -61,6 +61,11 @@ RETRIEVALS: tuple[str, ...] = ("get", "move", "wado")
 # cutting a slow healthy transfer: dimse_s is silence, not duration.
 CLUSTER_TIMEOUTS = Timeouts(connect_s=2.0, acse_s=3.0, dimse_s=10.0, network_s=30.0)
 VIP_NAME = "virtual IP"
+NAME_CHARS_MAX = 300  # a node's name (AET@HOST:PORT) when a single node is a cluster of one
+PROFILE_NAME_CHARS_MAX = 64  # what a profile file may name a cluster
+NODE_SOURCE_PREFIX = "node:"  # the name of a single node's profile: node:<via>:<node name> (jobs record it)
+# A single node gets a short budget: it has no standby to wait for, only a restart of its PACS.
+SINGLE_NODE_RETRY = RetryPolicy(budget_s=15.0)
 
 
 @dataclass(frozen=True)
@@ -74,10 +79,15 @@ class ClusterAddress:
     ae_title: str | None = None
     dicomweb_url: str | None = None
     rest_url: str | None = None
+    via: str | None = None  # a replica's retrieval method (None: the profile's preferred one)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "host", validate_host(self.host))
         object.__setattr__(self, "port", validate_port(self.port))
+        if self.via is not None and self.via not in RETRIEVALS:
+            raise PacsError(f"'{self.via}' is not a retrieval method; use one of {', '.join(RETRIEVALS)}.")
+        if self.via == "wado" and not self.dicomweb_url:
+            raise PacsError("An address retrieved with WADO-RS needs its 'dicomweb_url'.")
         if self.ae_title is not None:
             object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title, "member AE title"))
         for key in ("dicomweb_url", "rest_url"):
@@ -100,13 +110,41 @@ class ClusterProfile:
     timeouts: Timeouts = CLUSTER_TIMEOUTS
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     move_port: int = DEFAULT_STORAGE_PORT
+    # Co-allocation (viewer.pacs.coalloc): other archives that hold the same studies, and whether the members
+    # serve at once (an active/active cluster on shared storage) rather than one behind the virtual IP.
+    replicas: tuple[ClusterAddress, ...] = ()
+    active_active: bool = False
+
+    @classmethod
+    def of_node(cls, node: Node, via: str = "get", *, move_port: int = DEFAULT_STORAGE_PORT,
+                retry: RetryPolicy | None = None) -> ClusterProfile:
+        """A single node as a cluster of one: the retrieval engine treats both alike.  `via` is the only
+        retrieval method (a single node's C-MOVE needs IT's configuration, so nothing falls back to it)."""
+        if via not in RETRIEVALS:
+            raise PacsError(f"'{via}' is not a retrieval method; use one of {', '.join(RETRIEVALS)}.")
+        if via == "wado" and not node.dicomweb_url:
+            raise PacsError(f"No DICOMweb URL is configured for the node '{node.name}'.")
+        address = ClusterAddress(node.host, node.port, name=node.name, ae_title=node.ae_title,
+                                 dicomweb_url=node.dicomweb_url)
+        transports = ("dimse", "dicomweb") if node.dicomweb_url else ("dimse",)
+        return cls(name=f"{NODE_SOURCE_PREFIX}{via}:{node.name}", vip=address, ae_title=node.ae_title, calling_ae=node.calling_ae,
+                   transports=transports, preferred=via, fallbacks=(), timeouts=node.timeouts,
+                   retry=retry or SINGLE_NODE_RETRY, move_port=move_port)
+
+    @property
+    def single_node(self) -> tuple[str, str] | None:
+        """(via, node name) when this is a single node as a cluster of one (:meth:`of_node`), else None."""
+        return node_source(self.name)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 64:
-            raise PacsError("A cluster profile needs a name of 1-64 characters.")
+        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > NAME_CHARS_MAX:
+            raise PacsError(f"A cluster profile needs a name of 1-{NAME_CHARS_MAX} characters.")
         object.__setattr__(self, "members", tuple(self.members))
+        object.__setattr__(self, "replicas", tuple(self.replicas))
         if len(self.members) > MEMBERS_MAX:
             raise PacsError(f"The cluster '{self.name}' lists {len(self.members)} members; at most {MEMBERS_MAX}.")
+        if len(self.replicas) > MEMBERS_MAX:
+            raise PacsError(f"The cluster '{self.name}' lists {len(self.replicas)} replicas; at most {MEMBERS_MAX}.")
         object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title, "cluster AE title"))
         object.__setattr__(self, "calling_ae", validate_ae_title(self.calling_ae, "calling AE title"))
         object.__setattr__(self, "move_port", validate_port(self.move_port))
@@ -150,9 +188,38 @@ class ClusterProfile:
         """The nodes to try, VIP first, then the members in the order given."""
         return [self.node_for(a, i) for i, a in enumerate(self.addresses())]
 
+    def sources(self) -> list[tuple[Node, str]]:
+        """Where a co-allocated retrieval fetches from at once, each with its method: the members of an
+        active/active cluster, then the replicas.  Fewer than two: no co-allocation."""
+        found: list[tuple[Node, str]] = []
+        members = self.members if self.active_active else ()
+        for index, address in enumerate((*members, *self.replicas)):
+            node = self.node_for(address, index + 1)
+            if address in self.replicas and not address.name:
+                node = replace(node, name=f"replica {index + 1 - len(members)}")
+            method = address.via or self.preferred
+            if method == "move" or (method == "wado" and not address.dicomweb_url):
+                continue  # C-MOVEs would share our one Storage SCP port: co-allocation uses C-GET and WADO-RS
+            found.append((node, method))
+        return found
+
     def web_candidates(self) -> list[Node]:
         """The candidates that have a DICOMweb URL (VIP first)."""
         return [n for n in self.candidates() if n.dicomweb_url]
+
+
+def node_source(name: str) -> tuple[str, str] | None:
+    """(via, node name) of a single node's profile name (``node:<via>:<node name>``), else None."""
+    if not name.startswith(NODE_SOURCE_PREFIX):
+        return None
+    via, sep, node_name = name[len(NODE_SOURCE_PREFIX):].partition(":")
+    return (via, node_name) if sep and via in RETRIEVALS and node_name else None
+
+
+def source_name(name: str) -> str:
+    """How a source is named to the user: the node's name for a single node, else the cluster profile's."""
+    single = node_source(name)
+    return single[1] if single is not None else name
 
 
 # -- JSON -------------------------------------------------------------------------------------------------
@@ -161,20 +228,25 @@ class ClusterProfile:
 def _address_from_json(data: Any, what: str) -> ClusterAddress:
     if not isinstance(data, Mapping):
         raise PacsError(f"The {what} must be a JSON object with host and port.")
+    if ("host" not in data or "port" not in data) and isinstance(data.get("dicomweb_url"), str):
+        from viewer.pacs.reach import url_address  # a DICOMweb-only replica: its address is the URL's
+
+        host, port = url_address(validate_url(data["dicomweb_url"]))
+        data = {"host": host, "port": port, **data}
     for key in ("host", "port"):
         if key not in data:
             raise PacsError(f"The {what} lacks '{key}'.")
-    unknown = set(data) - {"host", "port", "name", "ae_title", "dicomweb_url", "rest_url"}
+    unknown = set(data) - {"host", "port", "name", "ae_title", "dicomweb_url", "rest_url", "via"}
     if unknown:
         raise PacsError(f"The {what} has unknown keys: {', '.join(sorted(unknown))}.")
     return ClusterAddress(host=data["host"], port=data["port"], name=str(data.get("name") or ""),
                           ae_title=data.get("ae_title") or None, dicomweb_url=data.get("dicomweb_url") or None,
-                          rest_url=data.get("rest_url") or None)
+                          rest_url=data.get("rest_url") or None, via=data.get("via") or None)
 
 
 def _address_to_json(address: ClusterAddress) -> dict[str, Any]:
     out: dict[str, Any] = {"host": address.host, "port": address.port}
-    for key in ("name", "ae_title", "dicomweb_url", "rest_url"):
+    for key in ("name", "ae_title", "dicomweb_url", "rest_url", "via"):
         if getattr(address, key):
             out[key] = getattr(address, key)
     return out
@@ -200,10 +272,16 @@ def profile_from_json(data: Any) -> ClusterProfile:
     name = data.get("name")
     if not isinstance(name, str) or not name.strip():
         raise PacsError("A cluster profile lacks its 'name'.")
+    if len(name.strip()) > PROFILE_NAME_CHARS_MAX or node_source(name.strip()) is not None:
+        raise PacsError(f"A cluster profile needs a name of 1-{PROFILE_NAME_CHARS_MAX} characters.")
     try:
         members = data.get("members", [])
-        if not isinstance(members, list):
-            raise PacsError("'members' must be a list.")
+        replicas = data.get("replicas", [])
+        if not isinstance(members, list) or not isinstance(replicas, list):
+            raise PacsError("'members' and 'replicas' must be lists.")
+        active_active = data.get("active_active", False)
+        if not isinstance(active_active, bool):
+            raise PacsError("'active_active' must be true or false.")
         retrieval = data.get("retrieval", {})
         if not isinstance(retrieval, Mapping):
             raise PacsError("'retrieval' must be a JSON object.")
@@ -229,6 +307,8 @@ def profile_from_json(data: Any) -> ClusterProfile:
             timeouts=timeouts,
             retry=_retry_from_json(data.get("retry")),
             move_port=data.get("move_port", DEFAULT_STORAGE_PORT),
+            replicas=tuple(_address_from_json(m, f"replica {i + 1}") for i, m in enumerate(replicas)),
+            active_active=active_active,
         )
     except PacsError as exc:
         raise PacsError(f"Cluster profile '{name}': {exc}") from None
@@ -248,6 +328,8 @@ def profile_to_json(profile: ClusterProfile) -> dict[str, Any]:
         "retry": {"budget_s": r.budget_s, "backoff_initial_s": r.backoff_initial_s, "backoff_max_s": r.backoff_max_s,
                   "jitter": r.jitter, "attempts_max": r.attempts_max},
         "move_port": profile.move_port,
+        "replicas": [_address_to_json(r) for r in profile.replicas],
+        "active_active": profile.active_active,
     }
 
 

@@ -13,14 +13,13 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from viewer.errors import MifasError, PacsError
-from viewer.library import Library
-from viewer.library.jobs import JobStore, run_job
-from viewer.pacs.cluster import ClusterProfile, load_profiles
-from viewer.pacs.health import STATE_TEXT, EventLog, HealthMonitor, NodeStatus
-from viewer.pacs.resume import ResilientClient
-from viewer.settings import config_dir
+from viewer.errors import PacsError
+
+if TYPE_CHECKING:
+    from viewer.pacs.cluster import ClusterProfile
+    from viewer.pacs.health import EventLog, NodeStatus
 
 PROFILES_FILE = "clusters.json"
 WATCH_S_MAX = 24 * 3600
@@ -33,6 +32,9 @@ def add_cluster_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_profile(args: argparse.Namespace, warn: Callable[[str], None]) -> ClusterProfile:
+    from viewer.pacs.cluster import load_profiles
+    from viewer.settings import config_dir
+
     path = Path(args.profiles).expanduser() if args.profiles else config_dir() / PROFILES_FILE
     profiles = load_profiles(path)
     for warning in profiles.warnings:
@@ -40,8 +42,9 @@ def load_profile(args: argparse.Namespace, warn: Callable[[str], None]) -> Clust
     return profiles.get(args.cluster)
 
 
-def _printer() -> EventLog:
+def printing_event_log() -> EventLog:
     """An event log that also prints each sentence to stderr as it is recorded (from worker threads too)."""
+    from viewer.pacs.health import EventLog
 
     class Printing(EventLog):
         def add(self, text: str, at: float | None = None):  # type: ignore[override]
@@ -53,40 +56,24 @@ def _printer() -> EventLog:
 
 
 def cluster_echo(profile: ClusterProfile) -> int:
-    node, seconds = ResilientClient(profile, on_event=_printer().record).echo()
+    from viewer.pacs.resume import ResilientClient
+
+    node, seconds = ResilientClient(profile, on_event=printing_event_log().record).echo()
     print(f"cluster {profile.name}: {node} answered in {seconds * 1000:.1f} ms")
     return 0
 
 
 def cluster_find(profile: ClusterProfile, level: str, keys: dict[str, str], limit: int) -> int:
-    for row in ResilientClient(profile, on_event=_printer().record).find(level, keys, limit=limit):
+    from viewer.pacs.resume import ResilientClient
+
+    for row in ResilientClient(profile, on_event=printing_event_log().record).find(level, keys, limit=limit):
         print(json.dumps(row, ensure_ascii=False, sort_keys=True))
     return 0
 
 
-def cluster_get(profile: ClusterProfile, study_uid: str, series_uid: str | None, *, library_dir: Path | None,
-                sink: Callable[[bytes], object] | None, progress: Callable[[int, int | None], None]) -> int:
-    """Retrieve through the cluster.  Into a library the retrieval is a persisted job: if this command is
-    killed, the next ``get --cluster`` of the same study resumes it (only the missing images are fetched)."""
-    events = _printer()
-    if library_dir is None:
-        outcome = ResilientClient(profile, on_event=events.record).retrieve(study_uid, series_uid, sink=sink,
-                                                                           progress=progress)
-    else:
-        with Library.open(library_dir) as library:
-            jobs = JobStore(library)
-            job = jobs.get(jobs.add(study_uid, series_uid, profile.name))
-            client = ResilientClient(profile, library, on_event=events.record)
-            outcome = run_job(client, jobs, job)
-            if outcome is None:  # the job records why; it stays in the library to be resumed next time
-                reason = jobs.get(job.job_id).last_error or "the retrieval failed"
-                raise MifasError(f"{reason.rstrip('.')}. The images already here are kept; run the same "
-                                 "command again to fetch only the missing ones.")
-    print(outcome.describe())
-    return 0 if outcome.complete else 1
-
-
 def _status_line(s: NodeStatus) -> str:
+    from viewer.pacs.health import STATE_TEXT
+
     parts = [f"{s.name:<12} {s.address:<22} {STATE_TEXT[s.state]}"]
     if s.rtt_s is not None and s.up:
         parts.append(f"{s.rtt_s * 1000:.1f} ms")
@@ -102,6 +89,8 @@ def _status_line(s: NodeStatus) -> str:
 def cluster_health(profile: ClusterProfile, *, as_json: bool, watch_s: float, interval_s: float) -> int:
     """Probe the VIP and every member once (or keep watching, printing the event log); exit 1 when nothing
     of the cluster answers."""
+    from viewer.pacs.health import HealthMonitor
+
     if not 0 <= watch_s <= WATCH_S_MAX:
         raise PacsError(f"--watch must be between 0 and {WATCH_S_MAX} seconds.")
     monitor = HealthMonitor(profile, interval_s=interval_s)

@@ -26,12 +26,9 @@ from pydicom.datadict import keyword_for_tag
 
 from viewer.errors import (
     DicomWebError,
-    LibraryError,
-    MifasError,
     NodeUnreachableError,
     OperationCancelled,
     PacsTimeoutError,
-    StorageFullError,
 )
 from viewer.library.store import is_valid_uid
 from viewer.pacs.node import (
@@ -46,6 +43,7 @@ from viewer.pacs.node import (
     check_level,
     validate_url,
 )
+from viewer.pacs.sink import InstanceSink
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +94,10 @@ class MultipartReader:
         self._eof = True
         return False
 
-    def _garbage(self, what: str) -> DicomWebError:
-        return DicomWebError(f"{self._where} sent a damaged multipart answer ({what}).")
+    def _garbage(self, what: str, *, cut: bool = False) -> DicomWebError:
+        """`cut`: the answer stopped in the middle (the server died, the connection closed): a transport
+        failure worth another try, not a server that misunderstood us."""
+        return DicomWebError(f"{self._where} sent a damaged multipart answer ({what}).", transient=cut or None)
 
     def __iter__(self) -> Iterator[tuple[dict[str, str], bytes]]:
         delimiter = self._delimiter
@@ -110,7 +110,7 @@ class MultipartReader:
             # The buffer starts with a delimiter: "--" means the close delimiter, else headers follow.
             while len(self._buf) < len(delimiter) + 2:
                 if not self._fill():
-                    raise self._garbage("it ends inside a boundary")
+                    raise self._garbage("it ends inside a boundary", cut=True)
             if self._buf[len(delimiter):len(delimiter) + 2] == b"--":
                 return
             while (end := self._buf.find(b"\r\n\r\n")) < 0:
@@ -141,7 +141,7 @@ class MultipartReader:
                 raise self._garbage(f"a part of {length} bytes exceeds the limit of {self._part_bytes_max}")
             while len(self._buf) < length + len(marker):
                 if not self._fill():
-                    raise self._garbage("it was cut off inside a part")
+                    raise self._garbage("it was cut off inside a part", cut=True)
             if self._buf[length:length + len(marker)] != marker:
                 raise self._garbage("a part's length does not match its boundary")
             end = length
@@ -152,7 +152,7 @@ class MultipartReader:
                 if len(self._buf) > self._part_bytes_max:
                     raise self._garbage(f"a part exceeds the limit of {self._part_bytes_max} bytes")
                 if not self._fill():
-                    raise self._garbage("it was cut off inside a part")
+                    raise self._garbage("it was cut off inside a part", cut=True)
             if end > self._part_bytes_max:
                 raise self._garbage(f"a part exceeds the limit of {self._part_bytes_max} bytes")
         with memoryview(self._buf) as view:
@@ -258,13 +258,14 @@ class DicomWebClient:
             raise NodeUnreachableError(
                 f"The DICOMweb server at {self.base_url} cannot be reached ({_reason(exc)}).") from exc
         except requests.RequestException as exc:
-            raise DicomWebError(f"The request to the DICOMweb server at {self.base_url} failed ({_reason(exc)}).") from exc
+            raise DicomWebError(f"The request to the DICOMweb server at {self.base_url} failed ({_reason(exc)}).",
+                                transient=True) from exc
         if response.status_code >= 400:
             body = _short_text(response)
             response.close()
             raise DicomWebError(
                 f"The DICOMweb server at {self.base_url} answered HTTP {response.status_code} "
-                f"{response.reason or ''}".rstrip() + (f": {body}" if body else "."))
+                f"{response.reason or ''}".rstrip() + (f": {body}" if body else "."), http_status=response.status_code)
         return response
 
     # -- QIDO-RS (PS3.18 10.6) ----------------------------------------------------------------------------
@@ -352,20 +353,28 @@ class DicomWebClient:
             if uid is not None and not is_valid_uid(uid):
                 raise DicomWebError(f"'{uid}' is not a valid {label}.")
         started = time.monotonic()
-        tally = _WadoTally(sink, progress, None if sop_instance_uids is None else len(set(sop_instance_uids)))
-        if sop_instance_uids is None:
-            path = f"/studies/{study_uid}" + (f"/series/{series_uid}" if series_uid else "")
-            self._fetch(path, tally, cancel)
-        else:
-            located = self._locate(study_uid, series_uid, sop_instance_uids, cancel)
-            if series_uid and self._most_of_series(study_uid, series_uid, len(located)):
-                # One series request instead of one request per instance (about 10 ms each with Orthanc);
-                # the instances not asked for are dropped, any missing are fetched one by one below.
-                self._fetch(f"/studies/{study_uid}/series/{series_uid}", tally, cancel, only={u for _, u in located})
-                located = [(series, uid) for series, uid in located if uid not in tally.seen]
-            paths = [f"/studies/{study_uid}/series/{series}/instances/{uid}" for series, uid in located]
-            self._fetch_all(paths, tally, cancel)
-        return tally.result(time.monotonic() - started)
+        instance_sink = InstanceSink.wrap(sink, wanted=sop_instance_uids, study_uid=study_uid, series_uid=series_uid,
+                                          progress=progress)
+        mark = instance_sink.mark()
+        try:
+            if sop_instance_uids is None:
+                path = f"/studies/{study_uid}" + (f"/series/{series_uid}" if series_uid else "")
+                self._fetch(path, instance_sink, cancel)
+            else:
+                located = self._locate(study_uid, series_uid, sop_instance_uids, cancel)
+                if series_uid and self._most_of_series(study_uid, series_uid, len(located)):
+                    # One series request instead of one request per instance (about 10 ms each with Orthanc);
+                    # the instances not asked for are dropped, any missing are fetched one by one below.
+                    self._fetch(f"/studies/{study_uid}/series/{series_uid}", instance_sink, cancel, whole_series=True)
+                    located = [(series, uid) for series, uid in located if not instance_sink.held(uid)]
+                paths = [f"/studies/{study_uid}/series/{series}/instances/{uid}" for series, uid in located]
+                self._fetch_all(paths, instance_sink, cancel)
+        finally:
+            instance_sink.flush()
+        if instance_sink.fatal is not None:
+            raise instance_sink.fatal
+        refused = instance_sink.mark().refused - mark.refused  # no peer counts failures for us here
+        return instance_sink.result(mark, time.monotonic() - started, failed=refused)
 
     def _most_of_series(self, study_uid: str, series_uid: str, wanted: int) -> bool:
         """Whether `wanted` instances are at least half of the series (QIDO-RS says how many it has)."""
@@ -378,12 +387,12 @@ class DicomWebClient:
             return False
         return 0 < size <= 2 * wanted
 
-    def _fetch_all(self, paths: list[str], tally: _WadoTally, cancel: threading.Event | None) -> None:
+    def _fetch_all(self, paths: list[str], sink: InstanceSink, cancel: threading.Event | None) -> None:
         """One request per instance, :data:`PARALLEL_REQUESTS` at a time, in the order given (roughly: they
         overlap).  The first error stops the others and is raised."""
         if len(paths) <= 1:
             for path in paths:
-                self._fetch(path, tally, cancel)
+                self._fetch(path, sink, cancel)
             return
         failed = threading.Event()
         stop = _AnyEvent(cancel, failed)
@@ -397,7 +406,7 @@ class DicomWebClient:
                 if path is None:
                     return
                 try:
-                    self._fetch(path, tally, stop)
+                    self._fetch(path, sink, stop)
                 except BaseException:
                     failed.set()
                     raise
@@ -428,8 +437,8 @@ class DicomWebClient:
                                 f"requested images in study {study_uid}.")
         return [(found[uid], uid) for uid in uids]
 
-    def _fetch(self, path: str, tally: _WadoTally, cancel: threading.Event | _AnyEvent | None,
-               only: Collection[str] | None = None) -> None:
+    def _fetch(self, path: str, sink: InstanceSink, cancel: threading.Event | _AnyEvent | None,
+               whole_series: bool = False) -> None:
         if cancel is not None and cancel.is_set():
             raise OperationCancelled("The retrieval was cancelled; the images already received were kept.")
         response = self._get(path, accept=ACCEPT_DICOM, stream=True)
@@ -450,7 +459,9 @@ class DicomWebClient:
                     raise DicomWebError(
                         f"The DICOMweb server at {self.base_url} sent a part that is not a DICOM file "
                         f"({part_type or 'untyped'}, {len(body)} bytes).")
-                tally.accept(body, only)
+                sink.offer(body, whole_series=whole_series)
+                if sink.fatal is not None:  # nothing more can be stored; the caller sees why
+                    raise sink.fatal
         finally:
             response.close()
 
@@ -466,9 +477,10 @@ class DicomWebClient:
                     f"The DICOMweb server at {self.base_url} stopped sending: nothing received for "
                     f"{self.timeouts.dimse_s:g} s.") from exc
             raise DicomWebError(f"The connection to the DICOMweb server at {self.base_url} broke off during "
-                                "the transfer.") from exc
+                                "the transfer.", transient=True) from exc
         except requests.RequestException as exc:  # ChunkedEncodingError, ContentDecodingError
-            raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a damaged answer ({_reason(exc)}).") from exc
+            raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a damaged answer ({_reason(exc)}).",
+                                transient=True) from exc
 
 
 class _AnyEvent:
@@ -479,75 +491,6 @@ class _AnyEvent:
 
     def is_set(self) -> bool:
         return any(e.is_set() for e in self._events)
-
-
-class _WadoTally:
-    """Hands received parts to the sink and counts them; thread-safe (parallel instance requests)."""
-
-    def __init__(self, sink: Sink, progress: Progress | None, expected: int | None) -> None:
-        self._lock = threading.Lock()
-        self._sink = sink
-        self._progress = progress
-        self._expected = expected
-        self.uids: list[str] = []
-        self.seen: set[str] = set()  # every SOP Instance UID handed to the sink, stored or refused
-        self.bytes = 0
-        self.rejected = 0
-
-    def accept(self, data: bytes, only: Collection[str] | None = None) -> None:
-        """Hand one received instance to the sink; with `only`, instances not listed there are dropped."""
-        uid = part10_sop_instance_uid(data)
-        if only is not None and uid not in only:
-            return
-        with self._lock:
-            self.seen.add(uid)
-        try:
-            self._sink(data)
-        except (StorageFullError, LibraryError, OperationCancelled):
-            raise  # nothing more can be stored; the caller sees why
-        except MifasError as exc:  # this instance is unusable; the others may be fine
-            log.warning("instance %s received by WADO-RS was not stored: %s", uid, exc)
-            with self._lock:
-                self.rejected += 1
-            return
-        with self._lock:
-            self.uids.append(uid)
-            self.bytes += len(data)
-            done = len(self.uids)
-        if self._progress is not None:
-            self._progress(done, self._expected)
-
-    def result(self, seconds: float) -> RetrieveResult:
-        return RetrieveResult(completed=len(self.uids), failed=self.rejected, bytes=self.bytes, seconds=seconds,
-                              sop_instance_uids=tuple(self.uids))
-
-
-_LONG_LENGTH_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"})
-META_BYTES_MAX = 64 << 10
-
-
-def part10_sop_instance_uid(part10: bytes) -> str:
-    """The Media Storage SOP Instance UID (0002,0003) of a Part 10 file, read from its file meta information
-    (PS3.10 7.1: explicit VR little endian after the preamble and "DICM") without parsing anything else.
-    Returns "" when it is missing or malformed; at most :data:`META_BYTES_MAX` bytes are looked at."""
-    if part10[128:132] != b"DICM":
-        return ""
-    pos, end = 132, min(len(part10), 132 + META_BYTES_MAX)
-    while pos + 8 <= end:
-        group, element = int.from_bytes(part10[pos:pos + 2], "little"), int.from_bytes(part10[pos + 2:pos + 4], "little")
-        if group != 0x0002:
-            return ""
-        vr = part10[pos + 4:pos + 6]
-        if vr in _LONG_LENGTH_VRS:
-            length, pos = int.from_bytes(part10[pos + 8:pos + 12], "little"), pos + 12
-        else:
-            length, pos = int.from_bytes(part10[pos + 6:pos + 8], "little"), pos + 8
-        if length == 0xFFFFFFFF or pos + length > end:
-            return ""
-        if element == 0x0003:
-            return part10[pos:pos + length].rstrip(b"\0 ").decode("ascii", "replace")
-        pos += length
-    return ""
 
 
 def _content_type(response: requests.Response) -> str:
@@ -562,7 +505,8 @@ def _read_bounded(response: requests.Response, limit: int, where: str) -> bytes:
             if len(data) > limit:
                 raise DicomWebError(f"The DICOMweb server at {where} sent a search answer over {limit >> 20} MiB.")
     except requests.RequestException as exc:
-        raise DicomWebError(f"The DICOMweb server at {where} broke off its answer ({_reason(exc)}).") from exc
+        raise DicomWebError(f"The DICOMweb server at {where} broke off its answer ({_reason(exc)}).",
+                            transient=True) from exc
     return bytes(data)
 
 

@@ -37,6 +37,8 @@ from viewer.pacs.retry import (
     GaveUp,
     Resumed,
     RetryEvent,
+    SourceDropped,
+    SourcesServed,
     SwitchedNode,
     UnrequestedInstance,
 )
@@ -125,6 +127,13 @@ class EventLog:
         if isinstance(event, UnrequestedInstance):
             return self.add(f"{_cap(self._where(event.node))} sent an image that was not asked for at {when} "
                             f"(SOP Instance UID {event.sop_instance_uid}); it was refused.", event.at)
+        if isinstance(event, SourceDropped):
+            return self.add(f"{_cap(self._where(event.node))} failed at {when} during a co-allocated retrieval and "
+                            f"was dropped; the other sources take over its share ({event.left} images queued): "
+                            f"{event.reason}", event.at)
+        if isinstance(event, SourcesServed):
+            served = ", ".join(f"{n} from {self._where(name)}" for name, n in event.shares)
+            return self.add(f"Co-allocated retrieval done at {when}: {served}.", event.at)
         if isinstance(event, SwitchedNode):
             return None  # part of an outage already reported
         return None

@@ -269,6 +269,7 @@ class RetrieveResult:
     seconds: float = 0.0
     sop_instance_uids: tuple[str, ...] = ()
     failed_sop_instance_uids: tuple[str, ...] = ()
+    unrequested_sop_instance_uids: tuple[str, ...] = ()  # sent without being asked for (or by a stranger): refused
 
     def __add__(self, other: RetrieveResult) -> RetrieveResult:
         if not isinstance(other, RetrieveResult):
@@ -282,6 +283,7 @@ class RetrieveResult:
             seconds=self.seconds + other.seconds,
             sop_instance_uids=self.sop_instance_uids + other.sop_instance_uids,
             failed_sop_instance_uids=self.failed_sop_instance_uids + other.failed_sop_instance_uids,
+            unrequested_sop_instance_uids=self.unrequested_sop_instance_uids + other.unrequested_sop_instance_uids,
         )
 
     def describe(self) -> str:
@@ -292,5 +294,17 @@ class RetrieveResult:
             parts.append(f"{self.warnings} with warnings")
         if self.failed:
             parts.append(f"{self.failed} failed")
+        if self.unrequested_sop_instance_uids:
+            parts.append(f"{len(self.unrequested_sop_instance_uids)} sent without being asked for were refused")
         rate = f" ({self.bytes / self.seconds / 1e6:.1f} MB/s)" if self.seconds > 0 and self.bytes else ""
         return ", ".join(parts) + f" in {self.seconds:.1f} s{rate}."
+
+
+class Matches(list[dict[str, str]]):
+    """What a query returns: one ``{keyword: text}`` dict per match, in the order the node sent them.
+
+    ``truncated`` is True when these are not all the node's matches: the query stopped at its `limit` (and
+    cancelled the rest), or the node ended it early by itself.  A plain list otherwise.
+    """
+
+    truncated: bool = False  # set on the instance by whoever cut the query short

@@ -1,5 +1,5 @@
-"""The few Upper Layer PDUs and DIMSE command sets a C-GET SCU needs, encoded and decoded by hand (PS3.8 9.3,
-PS3.7 9.3 and E.1), so the hot path never builds a pydicom Dataset per instance.
+"""The few Upper Layer PDUs and DIMSE command sets the lean C-GET and C-FIND SCUs need, encoded and decoded by
+hand (PS3.8 9.3, PS3.7 9.3 and E.1), so the hot path never builds a pydicom Dataset per instance.
 
 PDUs (PS3.8 9.3.1): type (1 byte), reserved (1), length (4, big endian), then the body.  Items and sub-items
 inside A-ASSOCIATE-RQ/AC: type (1), reserved (1), length (2, big endian).  A P-DATA-TF body is a run of
@@ -193,6 +193,8 @@ class CommandField(IntEnum):
 
     C_STORE_RQ = 0x0001
     C_STORE_RSP = 0x8001
+    C_FIND_RQ = 0x0020
+    C_FIND_RSP = 0x8020
     C_GET_RQ = 0x0010
     C_GET_RSP = 0x8010
     C_CANCEL_RQ = 0x0FFF

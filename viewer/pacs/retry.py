@@ -32,14 +32,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-
-import requests
 
 from viewer.errors import (
     AssociationAbortedError,
@@ -54,22 +51,16 @@ from viewer.errors import (
     PacsStatusError,
     PacsTimeoutError,
 )
+from viewer.pacs.status import OUT_OF_RESOURCES_STATUSES
 
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
 N = TypeVar("N")
 
-# DIMSE statuses "Refused: Out of Resources" (PS3.4 B.2.3, C.4.2.1.5, C.4.3.1.4): transient only when the
+# DIMSE statuses "Refused: Out of Resources" (PS3.4 B.2.3, C.4.2.1.5, C.4.3.1.4) are transient only when the
 # operation was moving (the node is busy or failing over), permanent when nothing ever arrived.
-OUT_OF_RESOURCES_STATUSES = frozenset({0xA700, 0xA701, 0xA702})
 HTTP_TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
-_HTTP_STATUS_RE = re.compile(r"answered HTTP (\d{3})")
-# An answer that stopped in the middle (the server died, the connection closed): dicomweb.py's wording for a
-# multipart body cut short.  A transport failure, not a server that misunderstood us.
-_TRUNCATED_RE = re.compile(r"cut off|broke off|ends inside a boundary")
-# The rejection reasons dimse.py words as "try again later" are PS3.8's rejected-transient ones.
-_TRANSIENT_REJECTION = "try again later"
 
 BACKOFF_INITIAL_S = 0.2
 BACKOFF_MAX_S = 5.0
@@ -91,26 +82,6 @@ class Verdict:
     reason: str
 
 
-def http_status(exc: BaseException) -> int | None:
-    """The HTTP status a DicomWebError reports (dicomweb.py words it ``answered HTTP <code>``), else None."""
-    match = _HTTP_STATUS_RE.search(str(exc))
-    return int(match.group(1)) if match else None
-
-
-def _broken_connection(exc: BaseException) -> bool:
-    """Whether a connection that broke (reset, closed, cut off mid-answer) is behind `exc`."""
-    seen = 0
-    cause: BaseException | None = exc.__cause__ or exc.__context__
-    while cause is not None and seen < 16:  # bounded walk of the cause chain
-        if isinstance(cause, (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, ConnectionError)):
-            return True
-        if isinstance(cause, requests.RequestException) and not isinstance(cause, requests.HTTPError):
-            return True
-        cause = cause.__cause__ or cause.__context__
-        seen += 1
-    return False
-
-
 def classify(exc: BaseException, *, progressed: bool = False) -> Verdict:
     """Classify one error (see the module docstring).  `progressed`: the failed attempt had made progress."""
     reason = str(exc) or type(exc).__name__
@@ -125,14 +96,13 @@ def classify(exc: BaseException, *, progressed: bool = False) -> Verdict:
     if isinstance(exc, AssociationAbortedError):
         return Verdict(True, "aborted", reason)
     if isinstance(exc, AssociationRejectedError):
-        return Verdict(_TRANSIENT_REJECTION in reason, "rejected", reason)
+        return Verdict(exc.transient is True, "rejected", reason)
     if isinstance(exc, PacsStatusError):
         return Verdict(progressed and exc.status in OUT_OF_RESOURCES_STATUSES, "status", reason)
     if isinstance(exc, DicomWebError):
-        status = http_status(exc)
-        if status is not None:
-            return Verdict(status in HTTP_TRANSIENT_STATUSES, "http", reason)
-        return Verdict(_broken_connection(exc) or _TRUNCATED_RE.search(reason) is not None, "http", reason)
+        if exc.http_status is not None:
+            return Verdict(exc.http_status in HTTP_TRANSIENT_STATUSES, "http", reason)
+        return Verdict(exc.transient is True, "http", reason)
     if isinstance(exc, PacsError):
         return Verdict(False, "config", reason)
     if isinstance(exc, MifasError):
@@ -232,6 +202,21 @@ class UnrequestedInstance(RetryEvent):
     """The node sent an instance we did not ask for; it was refused, not stored."""
 
     sop_instance_uid: str
+
+
+@dataclass(frozen=True)
+class SourceDropped(RetryEvent):
+    """A co-allocated retrieval stopped using one of its sources; the others take over its share."""
+
+    reason: str
+    left: int  # instances still queued for the others when it was dropped
+
+
+@dataclass(frozen=True)
+class SourcesServed(RetryEvent):
+    """A co-allocated retrieval ended: how many instances each source delivered (name, count)."""
+
+    shares: tuple[tuple[str, int], ...]
 
 
 OnEvent = Callable[[RetryEvent], None]

@@ -4,9 +4,8 @@
     viewport        Viewport: paints the model's slice, forwards mouse and keys; lazy decode in workers
     tag_browser     TagBrowser: the current image's header as a filterable table
     browser         Browser: source selector, study search, series with thumbnails
-    pacs_panel      PacsPanel: query a PACS node and retrieve studies (workers)
-    cluster_panel   ClusterPacsPanel: the PACS panel over a cluster profile (retrievals are persisted jobs)
-    cluster_service ClusterService: profiles, health monitor, event log and retrieval jobs, as Qt signals
+    pacs_panel      PacsPanel: query a node or a cluster profile; its retrievals are jobs of the service
+    retrieval_service RetrievalService: sources, health monitor, event log and retrieval jobs, as Qt signals
     health_dock     HealthPanel: the "PACS health" dock (state per address, event log)
     banner          FailoverBanner: the in-window bar shown during an outage, with Retry
     profile_dialog  ProfileDialog: add/edit/remove the user's cluster profiles

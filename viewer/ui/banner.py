@@ -1,7 +1,7 @@
 """The failover banner: an in-window bar above the image (never a modal dialog) that says in words what the
 PACS connection is doing.
 
-- An outage within the retry budget: "The PACS stopped answering; retrying through the cluster… 137 of 300
+- An outage within the retry budget: "The PACS stopped answering; retrying… 137 of 300
   images are here."  It disappears as soon as the operation resumes.
 - The budget ran out (or the PACS refused): what is here and why not the rest, with a **Retry** button that
   runs the job again (only the missing images are fetched).
@@ -16,12 +16,13 @@ from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtWidgets import QFrame, QHBoxLayout, QLabel, QPushButton, QToolButton, QWidget
 
 from viewer.errors import MifasError
+from viewer.pacs.cluster import source_name
 from viewer.pacs.retry import AttemptFailed, GaveUp, Resumed, RetryEvent
-from viewer.ui.cluster_service import ClusterService, JobOutcome
+from viewer.ui.retrieval_service import JobOutcome, RetrievalService
 
 RETRYING_STYLE = "QFrame#failover-banner { background: #fff4ce; border-bottom: 1px solid #c9a400; }"
 FAILED_STYLE = "QFrame#failover-banner { background: #fde7e9; border-bottom: 1px solid #b00020; }"
-RETRYING_TEXT = "The PACS stopped answering; retrying through the cluster…"
+RETRYING_TEXT = "The PACS stopped answering; retrying…"
 
 
 def counts_text(done: int | None, total: int | None) -> str:
@@ -87,13 +88,13 @@ class FailoverBanner(QFrame):
 
 
 class BannerController(QObject):
-    """Drives a :class:`FailoverBanner` from a :class:`ClusterService`.
+    """Drives a :class:`FailoverBanner` from a :class:`RetrievalService`.
 
     Retry events (AttemptFailed, transient) open the "retrying" state; Resumed closes it; the end of a job
     that did not complete opens the "failed" state with Retry, which restarts the failed jobs.
     """
 
-    def __init__(self, service: ClusterService, banner: FailoverBanner, parent: QObject | None = None) -> None:
+    def __init__(self, service: RetrievalService, banner: FailoverBanner, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self.service = service
         self.banner = banner
@@ -174,13 +175,15 @@ class BannerController(QObject):
         counts = counts_text(outcome.held, outcome.expected)
         gave_up, self._gave_up = self._gave_up, None
         if gave_up is not None:  # the budget ran out: say so; the details are in the tooltip and the event log
-            profile = self.service.profiles.profiles.get(outcome.profile)
-            budget_s = profile.retry.budget_s if profile is not None else gave_up.elapsed_s
+            try:
+                budget_s = self.service.profile(outcome.profile).retry.budget_s
+            except MifasError:
+                budget_s = gave_up.elapsed_s
             text = (f"The PACS did not come back within the retry budget ({budget_s:g} s); the "
-                    f"retrieval through the cluster '{outcome.profile}' stopped.{counts} Retry fetches only what "
+                    f"retrieval from '{source_name(outcome.profile)}' stopped.{counts} Retry fetches only what "
                     "is missing.")
         else:
-            text = (f"The retrieval through the cluster '{outcome.profile}' stopped:{counts} {outcome.text} "
+            text = (f"The retrieval from '{source_name(outcome.profile)}' stopped:{counts} {outcome.text} "
                     "Retry fetches only what is missing.")
         self._show_failed(text, can_retry=True)
         self.banner.setToolTip(outcome.text)

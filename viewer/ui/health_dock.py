@@ -2,7 +2,7 @@
 round trip), refreshed from the health monitor through a queued signal, and below it the event log in plain
 sentences (newest last, bounded).
 
-The widget never probes anything itself: :class:`viewer.ui.cluster_service.ClusterService` runs the monitor and
+The widget never probes anything itself: :class:`viewer.ui.cluster_service.RetrievalService` runs the monitor and
 emits ``statuses_changed`` / ``event_logged`` on the GUI thread.
 """
 
@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.pacs.health import EVENT_LOG_MAX, STATE_TEXT, NodeStatus
-from viewer.ui.cluster_service import ClusterService
+from viewer.ui.retrieval_service import RetrievalService
 
 COLUMNS = ("Name", "Address", "State", "Round trip")
 STATE_COLOURS = {"serving": QColor(27, 94, 32), "up": QColor(27, 94, 32), "standby": QColor(120, 90, 0),
@@ -48,7 +48,7 @@ def rtt_text(status: NodeStatus) -> str:
 class HealthPanel(QWidget):
     """The dock's contents; ``profile`` picks the profile to watch."""
 
-    def __init__(self, service: ClusterService, parent: QWidget | None = None,
+    def __init__(self, service: RetrievalService, parent: QWidget | None = None,
                  *, log_max: int = EVENT_LOG_MAX) -> None:
         super().__init__(parent)
         self.service = service

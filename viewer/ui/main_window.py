@@ -33,15 +33,16 @@ from viewer.dicom.volume import assemble
 from viewer.errors import MifasError, OperationCancelled
 from viewer.library import ImportSummary, Library, import_paths
 from viewer.pacs.cluster import SYSTEM_PROFILE_DIR
+from viewer.pacs.node import DEFAULT_STORAGE_PORT
 from viewer.settings import VOLUME_MEMORY_MIB_DEFAULT
 from viewer.ui import viewport_model as vm
 from viewer.ui.banner import BannerController, FailoverBanner
 from viewer.ui.browser import Browser
-from viewer.ui.cluster_service import HEALTH_INTERVAL_S, ClusterService, JobOutcome
 from viewer.ui.health_dock import HealthPanel
 from viewer.ui.import_summary import ImportSummaryDialog
 from viewer.ui.layout import LAYOUTS, ViewportGrid
 from viewer.ui.reading3d import Reading3DWindow
+from viewer.ui.retrieval_service import HEALTH_INTERVAL_S, JobOutcome, RetrievalService
 from viewer.ui.series_source import first_series_uid, open_series
 from viewer.ui.tag_browser import TagBrowser
 from viewer.ui.viewport import Viewport
@@ -93,12 +94,12 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
         if cluster_profiles_path is None and settings_path is not None:
             cluster_profiles_path = Path(settings_path).parent / "clusters.json"
-        self.clusters = ClusterService(library, self, profiles_path=cluster_profiles_path,
+        self.retrievals = RetrievalService(library, self, profiles_path=cluster_profiles_path,
                                        system_dir=system_profiles_dir, health_interval_s=health_interval_s)
         self.grid = ViewportGrid(self)
         self._series_uids: dict[Viewport, str] = {}  # the library series each viewport shows
         self.banner = FailoverBanner(self)
-        self.banner_controller = BannerController(self.clusters, self.banner, self)
+        self.banner_controller = BannerController(self.retrievals, self.banner, self)
         central = QWidget(self)
         central_layout = QVBoxLayout(central)
         central_layout.setContentsMargins(0, 0, 0, 0)
@@ -122,16 +123,16 @@ class MainWindow(QMainWindow):
         self.tag_dock.hide()
         self._tag_dock_sized = False
         self.tag_dock.visibilityChanged.connect(self._on_tag_dock_visibility)
-        self.health = HealthPanel(self.clusters, self)
+        self.health = HealthPanel(self.retrievals, self)
         self.health_dock = QDockWidget("PACS health", self)
         self.health_dock.setObjectName("pacs-health")
         self.health_dock.setWidget(self.health)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.health_dock)
-        self.health_dock.setVisible(bool(self.clusters.profile_names()))
+        self.health_dock.setVisible(bool(self.retrievals.profile_names()))
         self.resizeDocks([self.health_dock], [360], Qt.Orientation.Horizontal)
         self.browser.source_changed.connect(self._on_source_changed)
-        self.clusters.job_progress.connect(self._on_job_progress)
-        self.clusters.job_finished.connect(self._on_job_finished)
+        self.retrievals.job_progress.connect(self._on_job_progress)
+        self.retrievals.job_finished.connect(self._on_job_finished)
         self._series_refresh = QTimer(self)
         self._series_refresh.setSingleShot(True)
         self._series_refresh.setInterval(SERIES_REFRESH_MS)
@@ -543,15 +544,11 @@ class MainWindow(QMainWindow):
         via = getattr(settings, "default_via", "get")
         move_port = getattr(settings, "storage_port", None)
 
-        from viewer.ui.cluster_panel import ClusterPacsPanel
+        self.retrievals.set_nodes(nodes, move_port or DEFAULT_STORAGE_PORT)
+        profiles = [self.retrievals.profile(name) for name in self.retrievals.profile_names()]
 
-        profiles = [self.clusters.profile(name) for name in self.clusters.profile_names()]
-
-        def page(node):
-            if node in profiles:
-                panel = ClusterPacsPanel(node, self.library, self.clusters)
-            else:
-                panel = PacsPanel(node, self.library, via=via, move_port=move_port)
+        def page(source):
+            panel = PacsPanel(source, self.library, self.retrievals, via=via, move_port=move_port)
             panel.retrieved.connect(self._on_retrieved)
             return panel
 
@@ -571,7 +568,7 @@ class MainWindow(QMainWindow):
 
     def resume_pending_jobs(self):
         """Resume, in a worker, the retrievals a previous session left unfinished (never blocks the window)."""
-        handle = self.clusters.resume_pending()
+        handle = self.retrievals.resume_pending()
         if handle is not None:
             self.statusBar().showMessage("Resuming the retrievals left unfinished last time…", 8000)
         return handle
@@ -641,15 +638,15 @@ class MainWindow(QMainWindow):
     def open_profiles(self) -> None:
         from viewer.ui.profile_dialog import ProfileDialog
 
-        dialog = ProfileDialog(self.clusters.profiles_path, self.clusters.system_dir, self)
+        dialog = ProfileDialog(self.retrievals.profiles_path, self.retrievals.system_dir, self)
         dialog.saved.connect(self._on_profiles_saved)
         self.profile_dialog = dialog
         dialog.open()
 
     def _on_profiles_saved(self, *_: object) -> None:
-        self.clusters.reload_profiles()
+        self.retrievals.reload_profiles()
         self._configure_pacs()
-        if self.clusters.profile_names():
+        if self.retrievals.profile_names():
             self.health_dock.show()
 
     def open_settings(self) -> None:
@@ -733,7 +730,7 @@ class MainWindow(QMainWindow):
         for window in list(self.reading_windows):
             window.close()
         self._series_refresh.stop()
-        self.clusters.shutdown()
+        self.retrievals.shutdown()
         self.grid.shutdown()
         self.browser.shutdown()
         self.tag_browser.shutdown()

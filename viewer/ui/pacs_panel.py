@@ -1,9 +1,12 @@
-"""A PACS node as a browser page: query its studies, retrieve them into the local library.
+"""A PACS source as a browser page: a single node or a cluster profile; query its studies, retrieve them into
+the local library.
 
-All network work runs in workers (``viewer.pacs.client``: ``open_client(...).find`` and
-``retrieve_to_library``); the panel only shows results, progress and, when something fails, the error's sentence
-in its status line: never a blocking dialog, never a traceback.  Retrievals queue one after another and can be
-cancelled; what arrived before a cancel or a failure stays in the library.
+Queries run in the panel's own worker (``open_client(...).find`` for a node, the retry engine's ``find`` for a
+cluster).  Every retrieval, from a node or a cluster alike, is a persisted job of the window's
+:class:`~viewer.ui.retrieval_service.RetrievalService`: the one engine (``viewer.pacs.retrieve``), which survives
+the panel, resumes after a restart and can be retried from the failover banner.  The panel only shows results,
+progress and, when something fails, the error's sentence in its status line: never a blocking dialog, never a
+traceback.  What arrived before a cancel or a failure stays in the library.
 """
 
 from __future__ import annotations
@@ -25,11 +28,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from viewer.errors import OperationCancelled
+from viewer.errors import MifasError, OperationCancelled
 from viewer.library import Library, is_valid_uid
-from viewer.pacs.client import open_client, retrieve_to_library
+from viewer.pacs.client import open_client
+from viewer.pacs.cluster import ClusterProfile, node_source
 from viewer.pacs.node import Node
+from viewer.pacs.retrieve import OPERATION
 from viewer.ui.browser import format_date, format_name
+from viewer.ui.retrieval_service import JobOutcome, RetrievalService
 from viewer.ui.search_fields import SearchFields
 from viewer.ui.table_model import RowTableModel
 from viewer.ui.workers import TaskRunner, describe_error
@@ -37,6 +43,7 @@ from viewer.ui.workers import TaskRunner, describe_error
 log = logging.getLogger(__name__)
 
 VIA_LABELS = {"get": "C-GET", "move": "C-MOVE", "wado": "DICOMweb (WADO-RS)"}
+CLUSTER_VIA = "cluster"
 QUERY_RESULTS_MAX = 2000  # studies one query lists; the status line says when the node had more
 ERROR_STYLE = "color: #b00020;"
 
@@ -65,7 +72,8 @@ class StudyResultsModel(RowTableModel[dict[str, str]]):
 
 
 class PacsPanel(QWidget):
-    """Search one node and retrieve studies into ``library``.
+    """Search one source (a :class:`Node` or a :class:`ClusterProfile`) and retrieve studies into ``library`` as
+    jobs of ``service``.
 
     ``retrieved(study_uid)`` fires when images of a study have reached the library (as soon as the first arrive,
     and again when the retrieval ends, however it ends), so the local browser can show them.
@@ -73,12 +81,15 @@ class PacsPanel(QWidget):
 
     retrieved = Signal(str)
 
-    def __init__(self, node: Node, library: Library, parent: QWidget | None = None, *, via: str = "get",
-                 move_port: int | None = None) -> None:
+    def __init__(self, source: Node | ClusterProfile, library: Library, service: RetrievalService,
+                 parent: QWidget | None = None, *, via: str = "get", move_port: int | None = None) -> None:
         super().__init__(parent)
-        self.node = node
+        self.node = source  # a Node, or a ClusterProfile (named node for the browser's list)
         self.library = library
+        self.service = service
         self.move_port = move_port
+        self._job_ids: set[int] = set()
+        self._announced: set[int] = set()
         self.title = QLabel(self._title_text(), self)
         self.search = SearchFields(self)
         self.search.search_requested.connect(self.run_query)
@@ -127,23 +138,40 @@ class PacsPanel(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.status)
         self._queries = TaskRunner(self, max_threads=1, name="pacs query")
-        self._retrievals = TaskRunner(self, max_threads=1, name="pacs retrieve")  # one after another
         self._query_task = None
-        self._retrieve_tasks: list = []
+        service.job_started.connect(self._on_job_started)
+        service.job_progress.connect(self._on_job_progress)
+        service.job_finished.connect(self._on_job_finished)
         self._query_serial = 0
         self._update_buttons()
 
-    # -- hooks (viewer.ui.cluster_panel overrides them for a cluster profile) --------------------------------
+    @property
+    def is_cluster(self) -> bool:
+        return isinstance(self.node, ClusterProfile)
 
     def _title_text(self) -> str:
+        if isinstance(self.node, ClusterProfile):
+            return f"<b>{_escape(self.node.name)}</b> — {_escape(describe_profile(self.node))}"
         return f"<b>{_escape(self.node.name)}</b> — {_escape(self.node.describe())}"
 
     def _via_choices(self) -> list[tuple[str, str]]:
+        if isinstance(self.node, ClusterProfile):
+            order = " → ".join(OPERATION[m] for m in self.node.retrievals())
+            return [(CLUSTER_VIA, f"{order} (the profile's order)")]
         return [(key, label) for key, label in VIA_LABELS.items() if key != "wado" or self.node.dicomweb_url]
 
     def _query_client(self, via: str):
         """A client with ``find`` and ``close``, made in the query worker."""
+        if isinstance(self.node, ClusterProfile):
+            return self.service.client(self.node)
         return open_client(self.node, via)
+
+    def source_profile(self) -> ClusterProfile:
+        """What a retrieval runs against: the cluster, or the node as a cluster of one with the chosen method."""
+        if isinstance(self.node, ClusterProfile):
+            return self.node
+        kwargs = {"move_port": self.move_port} if self.move_port else {}
+        return ClusterProfile.of_node(self.node, self.selected_via, **kwargs)
 
     # -- state -----------------------------------------------------------------------------------------------
 
@@ -153,8 +181,8 @@ class PacsPanel(QWidget):
 
     @property
     def busy(self) -> bool:
-        return (self._query_task is not None and self._query_task.running) or any(
-            t.running for t in self._retrieve_tasks)
+        query = self._query_task is not None and self._query_task.running
+        return query or bool(self._job_ids & set(self.service.running_jobs()))
 
     def _held(self, study_uid: str) -> bool:
         try:
@@ -220,47 +248,57 @@ class PacsPanel(QWidget):
         for study_uid in self.selected_study_uids():
             self.retrieve(study_uid)
 
-    def retrieve(self, study_uid: str, series_uid: str | None = None):
-        """Queue the retrieval of a study (or one series) into the library; returns its task handle."""
-        node, library, via, move_port = self.node, self.library, self.selected_via, self.move_port
-        announced = False
+    def retrieve(self, study_uid: str, series_uid: str | None = None) -> int | None:
+        """Queue the retrieval of a study (or one series) as a persisted job; its id (None when it cannot be
+        queued: the reason is in the status line)."""
+        try:
+            job_id = self.service.start_job(self.source_profile(), study_uid, series_uid)
+        except MifasError as exc:
+            self._say(str(exc), error=True)
+            return None
+        log.info("retrieving study %s from %s (job %d)", study_uid, self.node.name, job_id)
+        self._job_ids.add(job_id)
+        self._announced.discard(job_id)
+        self._say(f"Retrieving from {self.node.name}…")
+        self._update_buttons()
+        return job_id
 
-        def work(progress, cancel):
-            return retrieve_to_library(node, library, study_uid, series_uid, via=via, progress=progress,
-                                       cancel=cancel, move_port=move_port)
+    def _mine(self, profile: str) -> bool:
+        if isinstance(self.node, ClusterProfile):
+            return profile == self.node.name
+        single = node_source(profile)
+        return single is not None and single[1] == self.node.name
 
-        def on_progress(done: int, total: int) -> None:
-            nonlocal announced
-            self._show_progress(done, total)
-            if done > 0 and not announced:
-                announced = True  # the first images are in: the viewer can show the study already
-                self.retrieved.emit(study_uid)
-
-        def done(result) -> None:
-            self._say(f"Retrieved from {self.node.name}: {result.describe()}",
-                      error=bool(getattr(result, "failed", 0)))
-
-        def failed(exc: BaseException) -> None:
-            if isinstance(exc, OperationCancelled):
-                self._say("Retrieval cancelled; the images already received were kept.")
-            else:
-                self._say(describe_error(exc), error=True)
-
-        def finished() -> None:
-            self._retrieve_tasks = [t for t in self._retrieve_tasks if t.running]
-            if not self._retrieve_tasks:
-                self.progress.hide()
-            self.results.refresh_local()
+    def _on_job_started(self, job_id: int, study_uid: str, profile: str) -> None:
+        if self._mine(profile) and job_id not in self._job_ids:  # started elsewhere: Retry, resume
+            self._job_ids.add(job_id)
+            self._announced.discard(job_id)
+            self._say(f"Retrieving from {self.node.name}…")
             self._update_buttons()
+
+    def _on_job_progress(self, job_id: int, study_uid: str, done: int, total: int) -> None:
+        if job_id not in self._job_ids:
+            return
+        self._show_progress(done, total)
+        if done > 0 and job_id not in self._announced:
+            self._announced.add(job_id)  # the first images are in: the viewer can show the study already
             self.retrieved.emit(study_uid)
 
-        log.info("retrieving study %s from node %s via %s", study_uid, self.node.name, via)
-        self._say(f"Retrieving from {self.node.name}…")
-        task = self._retrievals.submit(work, on_done=done, on_error=failed, on_progress=on_progress,
-                                       on_finished=finished, name="pacs retrieve")
-        self._retrieve_tasks.append(task)
+    def _on_job_finished(self, job_id: int, study_uid: str, outcome: JobOutcome) -> None:
+        if job_id not in self._job_ids:
+            return
+        self._job_ids.discard(job_id)
+        if outcome.cancelled:
+            self._say("Retrieval cancelled; the images already received were kept and it resumes next time.")
+        elif outcome.complete:
+            self._say(f"Retrieved from {self.node.name}: {outcome.text}")
+        else:
+            self._say(f"The retrieval from {self.node.name} stopped: {outcome.text}", error=True)
+        if not self._job_ids:
+            self.progress.hide()
+        self.results.refresh_local()
         self._update_buttons()
-        return task
+        self.retrieved.emit(study_uid)
 
     def _show_progress(self, done: int, total: int) -> None:
         self.progress.show()
@@ -273,17 +311,22 @@ class PacsPanel(QWidget):
             self.progress.setFormat(f"{done}/{total} images")
 
     def cancel(self) -> None:
-        """Cancel the running query and every queued or running retrieval."""
+        """Cancel the running query and this panel's retrievals (they stay pending and resume next time)."""
         if self._query_task is not None:
             self._query_task.cancel()
-        for task in self._retrieve_tasks:
-            task.cancel()
-        if self._retrieve_tasks:
+        for job_id in self._job_ids:
+            self.service.cancel_job(job_id)
+        if self._job_ids:
             self._say("Cancelling…")
 
     def shutdown(self) -> None:
         self._queries.shutdown()
-        self._retrievals.shutdown()
+
+
+def describe_profile(profile: ClusterProfile) -> str:
+    members = ", ".join(a.name or a.host for a in profile.members) or "no members"
+    return (f"cluster: virtual IP {profile.vip.host}:{profile.vip.port}, AE {profile.ae_title}; members {members}; "
+            f"retry budget {profile.retry.budget_s:g} s")
 
 
 def _escape(text: str) -> str:

@@ -1,16 +1,19 @@
-"""The failover engine (``viewer.pacs.cluster``, ``resume``, ``health``, ``viewer.library.jobs``) adapted to Qt.
+"""The retrieval engine and the failover machinery (``viewer.pacs.retrieve``, ``resume``, ``cluster``, ``health``,
+``viewer.library.jobs``) adapted to Qt: the one retrieval service of the window.
 
-One :class:`ClusterService` per main window owns:
+One :class:`RetrievalService` per main window owns:
 
-- the cluster profiles (system ones from ``/etc/mifas-viewer/*.json``, the user's ``clusters.json``);
+- the sources: cluster profiles (system ones from ``/etc/mifas-viewer/*.json``, the user's ``clusters.json``)
+  and the settings' single nodes, each a cluster of one (:meth:`ClusterProfile.of_node`);
 - one :class:`~viewer.pacs.health.EventLog` that every operation's retry events (``on_event``) and the health
-  monitor write to; each new sentence reaches the GUI thread as :attr:`ClusterService.event_logged`;
+  monitor write to; each new sentence reaches the GUI thread as :attr:`RetrievalService.event_logged`;
 - the :class:`~viewer.pacs.health.HealthMonitor` of the profile being watched; its thread calls ``on_change``,
-  which only emits :attr:`ClusterService.statuses_changed` (a queued signal): no widget is touched off the GUI
+  which only emits :attr:`RetrievalService.statuses_changed` (a queued signal): no widget is touched off the GUI
   thread;
-- the retrieval jobs: each retrieval through a profile is a persisted job (``JobStore`` + ``run_job``) run in the
-  service's own worker pool, so an interrupted transfer resumes after a restart (:meth:`resume_pending`, at
-  start-up) and a failed one can be retried (:meth:`retry_job`), fetching only what is missing.
+- the retrieval jobs: every retrieval, from a node or a cluster, is a persisted job (``JobStore`` + ``run_job``)
+  run in the service's own worker pool, so an interrupted transfer resumes after a restart
+  (:meth:`resume_pending`, at start-up) and a failed one can be retried (:meth:`retry_job`), fetching only what
+  is missing.  Progress reaches the GUI through ``run_job``'s progress callback, as a queued signal.
 
 Qt-free code (viewer.pacs, viewer.library) never sees a widget: it calls plain callbacks, which emit signals.
 """
@@ -26,12 +29,14 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
 
-from viewer.errors import MifasError, OperationCancelled
+from viewer.errors import MifasError, OperationCancelled, PacsError
 from viewer.library import Library
-from viewer.library.jobs import JobStore, resume_pending, run_job
-from viewer.pacs.cluster import SYSTEM_PROFILE_DIR, ClusterProfile, ProfileSet, load_profiles
+from viewer.library.jobs import JobStore, run_job
+from viewer.pacs.cluster import SYSTEM_PROFILE_DIR, ClusterProfile, ProfileSet, load_profiles, node_source
 from viewer.pacs.health import EventLog, HealthMonitor, LogEntry, NodeStatus
-from viewer.pacs.resume import ClusterRetrieveResult, ResilientClient
+from viewer.pacs.node import DEFAULT_STORAGE_PORT, Node
+from viewer.pacs.resume import ResilientClient
+from viewer.pacs.retrieve import RetrievalResult
 from viewer.pacs.retry import RetryEvent
 from viewer.ui.workers import TaskHandle, TaskRunner, describe_error
 
@@ -77,25 +82,6 @@ class _SignallingEventLog(EventLog):
         return entry
 
 
-class _ReportingClient(ResilientClient):
-    """ResilientClient whose retrievals also report progress to the GUI (``run_job`` records it only in the job
-    table): ``report(study_uid, series_uid, done, total)``, from the worker thread."""
-
-    def __init__(self, *args, report: Callable[[str, str | None, int, int | None], None], **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self._report = report
-
-    def retrieve(self, study_uid, series_uid=None, **kwargs):  # type: ignore[override]
-        progress = kwargs.get("progress")
-
-        def both(done: int, total: int | None) -> None:
-            if progress is not None:
-                progress(done, total)
-            self._report(study_uid, series_uid, done, total)
-
-        return super().retrieve(study_uid, series_uid, **{**kwargs, "progress": both})
-
-
 def _throttled(emit: Callable[[str, str | None, int, int | None], None],
                interval_s: float = PROGRESS_INTERVAL_S) -> Callable[[str, str | None, int, int | None], None]:
     """At most one report per `interval_s` (plus the last one, done == total) reaches the GUI."""
@@ -110,7 +96,7 @@ def _throttled(emit: Callable[[str, str | None, int, int | None], None],
     return report
 
 
-class ClusterService(QObject):
+class RetrievalService(QObject):
     """See the module docstring.  All signals are delivered on the GUI thread."""
 
     statuses_changed = Signal(str, object)  # profile name, list[NodeStatus]
@@ -137,6 +123,9 @@ class ClusterService(QObject):
         self._tasks: dict[int, TaskHandle] = {}  # job id -> running task
         self._jobs: JobStore | None = None
         self._closed = False
+        self.nodes: list[Node] = []  # the settings' single nodes (set_nodes)
+        self.move_port = DEFAULT_STORAGE_PORT
+        self._nodes: dict[str, ClusterProfile] = {}  # single nodes' profiles that started jobs here
         self.reload_profiles()
 
     # -- profiles ------------------------------------------------------------------------------------------
@@ -152,7 +141,24 @@ class ClusterService(QObject):
         return sorted(self.profiles.profiles)
 
     def profile(self, name: str) -> ClusterProfile:
-        return self.profiles.get(name)
+        """The source a job names: a cluster profile, or a single node (``node:<via>:<name>``) that a panel
+        started a job with or that the settings hold."""
+        single = node_source(name)
+        if single is None:
+            return self.profiles.get(name)
+        known = self._nodes.get(name)
+        if known is not None:
+            return known
+        via, node_name = single
+        node = next((n for n in self.nodes if n.name == node_name), None)
+        if node is None:
+            raise PacsError(f"There is no PACS node named '{node_name}' in the settings.")
+        return ClusterProfile.of_node(node, via, move_port=self.move_port)
+
+    def set_nodes(self, nodes: list[Node], move_port: int = DEFAULT_STORAGE_PORT) -> None:
+        """The settings' single nodes, so that their unfinished jobs can resume."""
+        self.nodes = list(nodes)
+        self.move_port = move_port
 
     # -- events --------------------------------------------------------------------------------------------
 
@@ -219,11 +225,18 @@ class ClusterService(QObject):
     def running_jobs(self) -> list[int]:
         return [job_id for job_id, task in self._tasks.items() if task.running]
 
-    def start_job(self, profile: str, study_uid: str, series_uid: str | None = None) -> int:
-        """Queue the retrieval of a study (or series) through `profile` as a persisted job; return its id.
-        An unfinished job for the same study and profile is reused (only what is missing is fetched)."""
-        self.profile(profile)  # an unknown profile is said before anything is queued
-        job_id = self.jobs.add(study_uid, series_uid, profile)
+    def start_job(self, source: ClusterProfile | str, study_uid: str, series_uid: str | None = None) -> int:
+        """Queue the retrieval of a study (or series) from `source` (a cluster profile or its name, or a single
+        node's profile, :meth:`ClusterProfile.of_node`) as a persisted job; return its id.  An unfinished job
+        for the same study and source is reused (only what is missing is fetched)."""
+        if isinstance(source, ClusterProfile):
+            if source.single_node is not None:
+                self._nodes[source.name] = source
+            name = source.name
+        else:
+            name = source
+        self.profile(name)  # an unknown source is said before anything is queued
+        job_id = self.jobs.add(study_uid, series_uid, name)
         task = self._tasks.get(job_id)
         if task is not None and task.running:
             return job_id
@@ -242,10 +255,11 @@ class ClusterService(QObject):
         report = _throttled(lambda study, series, done, total: self._emit_progress(job_id, study, done, total))
 
         def work(progress, cancel):
-            client = _ReportingClient(profile, library, on_event=on_event, report=report)
-            return run_job(client, jobs, jobs.get(job_id), cancel)
+            client = ResilientClient(profile, library, on_event=on_event)
+            return run_job(client, jobs, jobs.get(job_id), cancel,
+                           progress=lambda done, total: report(job.study_uid, job.series_uid, done, total))
 
-        def on_done(outcome: ClusterRetrieveResult | None) -> None:
+        def on_done(outcome: RetrievalResult | None) -> None:
             self.job_finished.emit(job_id, job.study_uid, self._outcome(job_id, outcome))
 
         def on_error(exc: BaseException) -> None:
@@ -265,7 +279,7 @@ class ClusterService(QObject):
         self.job_started.emit(job_id, job.study_uid, job.profile)
         return handle
 
-    def _outcome(self, job_id: int, result: ClusterRetrieveResult | None, *, text: str = "",
+    def _outcome(self, job_id: int, result: RetrievalResult | None, *, text: str = "",
                  cancelled: bool = False) -> JobOutcome:
         try:
             job = self.jobs.get(job_id)
@@ -290,14 +304,14 @@ class ClusterService(QObject):
         except MifasError as exc:
             log.warning("pending retrieval jobs cannot be listed: %s", exc)
             return None
-        names = sorted({j.profile for j in pending if j.profile in self.profiles.profiles})
+        names = sorted({j.profile for j in pending if self._resolvable(j.profile)})
         skipped = {j.profile for j in pending} - set(names)
         if skipped:
             log.warning("%d pending retrieval job(s) name unknown cluster profiles; left pending",
                         sum(1 for j in pending if j.profile in skipped))
         if not names:
             return None
-        profiles = [self.profiles.profiles[n] for n in names]
+        profiles = [self.profile(n) for n in names]
         jobs, library, on_event = self.jobs, self.library, self.on_event
         self.event_log.add(f"Resuming {len([j for j in pending if j.profile in names])} interrupted "
                            f"retrieval(s) from the last session.")
@@ -309,11 +323,15 @@ class ClusterService(QObject):
 
         def work(progress, cancel):
             results = []
+            report = _throttled(emit)
             for profile in profiles:
-                if cancel.is_set():
-                    break
-                client = _ReportingClient(profile, library, on_event=on_event, report=_throttled(emit))
-                results.extend(resume_pending(client, jobs, cancel))
+                for job in jobs.pending(profile.name):
+                    if cancel.is_set():
+                        return results
+                    client = ResilientClient(profile, library, on_event=on_event)
+                    outcome = run_job(client, jobs, job, cancel, progress=lambda done, total, job=job: report(
+                        job.study_uid, job.series_uid, done, total))
+                    results.append((job, outcome))
             return results
 
         def on_done(results) -> None:
@@ -324,6 +342,13 @@ class ClusterService(QObject):
             if job.profile in names:
                 self.job_started.emit(job.job_id, job.study_uid, job.profile)
         return self._runner.submit(work, on_done=on_done, name="resume retrievals")
+
+    def _resolvable(self, name: str) -> bool:
+        try:
+            self.profile(name)
+        except MifasError:
+            return False
+        return True
 
     def _emit_progress(self, job_id: int, study_uid: str, done: int, total: int | None) -> None:
         """From a worker thread: a queued signal to the GUI thread."""

@@ -1,0 +1,472 @@
+"""The one retrieval engine: every study the viewer, ``mifas-pacs get`` or a resumed job fetches comes this way.
+
+A source is a :class:`~viewer.pacs.cluster.ClusterProfile`: a cluster's virtual IP and members, or a single node
+as a cluster of one (:meth:`ClusterProfile.of_node`).  One retrieval::
+
+    plan      what the study holds: the series (C-FIND / QIDO-RS at SERIES level), then each series' instances
+              (IMAGE level), through the retry loop; minus what the destination already holds
+    fetch     what is missing, by SOP Instance UID: the first, middle and last instance of every series before
+              the rest, so each series can be shown early; C-GET -> C-MOVE -> WADO-RS as the profile allows
+    retry     run_with_retry over the source's candidates (viewer.pacs.retry): a broken attempt is followed by
+              one that asks only for what is still missing; a method the node refuses for good falls back to
+              the next; one failing series never stops the others
+    accept    one InstanceSink (viewer.pacs.sink) for the whole retrieval, on every transport: only what was
+              asked for, well formed, of this study; refusals are reported (UnrequestedInstance events)
+    store     group commit into the library (viewer.library.writer.GroupWriter), always; or a caller's sink
+              (``mifas-pacs get --out``)
+
+When the source lists no instances (some PACS do not answer IMAGE-level queries), the study (or series) is
+fetched whole, still accepted only when it belongs to it.  Persisting a retrieval as a job that resumes after a
+restart is :mod:`viewer.library.jobs`' part (``run_job``), for every source alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from viewer.errors import MifasError, OperationCancelled, PacsError
+from viewer.library.store import Library, is_valid_uid
+from viewer.library.writer import GroupWriter
+from viewer.pacs.cluster import ClusterProfile
+from viewer.pacs.coalloc import CoAllocation, Source, SourceShare
+from viewer.pacs.node import FIND_RESULTS_LIMIT_MAX, Node, Progress, RetrieveResult, Sink
+from viewer.pacs.retry import (
+    Attempt,
+    AttemptFailed,
+    FellBack,
+    OnEvent,
+    SourcesServed,
+    UnrequestedInstance,
+    classify,
+)
+from viewer.pacs.sink import REFUSED_LISTED_MAX, UNASKED, InstanceSink, Refusal
+
+log = logging.getLogger(__name__)
+
+OPERATION = {"get": "C-GET", "move": "C-MOVE", "wado": "WADO-RS"}
+SERIES_PER_STUDY_MAX = 10_000
+INSTANCES_PER_SERIES_MAX = FIND_RESULTS_LIMIT_MAX
+# A node that accepts the association and then aborts every C-GET before sending anything, this many times in a
+# row while we keep reaching it, is taken to refuse C-GET from us (Orthanc does so for callers it does not know).
+REFUSAL_ABORTS = 3
+
+
+@dataclass(frozen=True)
+class SeriesPlan:
+    """What one series holds, by SOP Instance UID in Instance Number order, and which to fetch first."""
+
+    series_uid: str
+    ordered: tuple[str, ...]
+    sop_class_uids: frozenset[str]
+    first: tuple[str, ...]  # first, middle and last
+
+
+@dataclass(frozen=True)
+class SeriesOutcome:
+    series_uid: str
+    expected: int
+    held: int  # of the expected, now at the destination
+    error: str = ""  # the reason the series is incomplete; "" when complete
+    method: str = ""  # the retrieval method that finished it (or was last tried)
+
+    @property
+    def complete(self) -> bool:
+        return not self.error and self.held >= self.expected
+
+
+@dataclass(frozen=True)
+class RetrievalResult:
+    """A retrieval: the usual counts, each series' outcome, and what was refused."""
+
+    result: RetrieveResult
+    series: tuple[SeriesOutcome, ...]
+    unrequested: tuple[str, ...] = ()  # SOP Instance UIDs sent without being asked for (refused)
+    sources: tuple[SourceShare, ...] = ()  # a co-allocated retrieval: what each source delivered
+
+    @property
+    def complete(self) -> bool:
+        return all(s.complete for s in self.series)
+
+    @property
+    def expected(self) -> int:
+        return sum(s.expected for s in self.series)
+
+    @property
+    def held(self) -> int:
+        return sum(s.held for s in self.series)
+
+    def describe(self) -> str:
+        text = f"{self.held} of {self.expected} images are here"
+        details = []
+        if self.result.completed:
+            details.append(f"{self.result.completed} received")
+        if self.result.skipped_already_held:
+            details.append(f"{self.result.skipped_already_held} already in the library")
+        if details:
+            text += f" ({', '.join(details)})"
+        failed = [s for s in self.series if not s.complete]
+        if failed:
+            text += f"; {len(failed)} series incomplete ({failed[0].error})"
+        if self.unrequested:
+            text += f"; {len(self.unrequested)} image(s) sent without being asked for were refused"
+        if len(self.sources) > 1:
+            text += "; served by " + ", ".join(f"{s.name} ({s.instances})" for s in self.sources)
+        return text + "."
+
+
+def first_middle_last(count: int) -> list[int]:
+    """Indexes of the images a viewer shows first: first, middle, last (no repeats)."""
+    return list(dict.fromkeys(i for i in (0, count // 2, count - 1) if count > 0))
+
+
+def _instance_key(item: Mapping[str, str]) -> tuple[int, int, str]:
+    text = item.get("InstanceNumber", "").strip()
+    try:
+        return (0, int(float(text)), item.get("SOPInstanceUID", ""))
+    except (ValueError, OverflowError):  # empty, text, NaN, infinity: after the numbered ones
+        return (1, 0, item.get("SOPInstanceUID", ""))
+
+
+Find = Callable[..., list[dict[str, str]]]
+
+
+def plan_study(find: Find, study_uid: str, series_uid: str | None,
+               cancel: threading.Event | None) -> list[SeriesPlan]:
+    """List each series' instances (IMAGE-level query, hierarchical: series first, PS3.4 C.4.1.3.1).
+    `find(level, keys, cancel=..., limit=...)` is a C-FIND or QIDO-RS, usually through the retry loop."""
+    if series_uid:
+        series_uids = [series_uid]
+    else:
+        rows = find("series", {"StudyInstanceUID": study_uid}, cancel=cancel, limit=SERIES_PER_STUDY_MAX)
+        _bounded(rows, "series of the study")
+        series_uids = list(dict.fromkeys(r["SeriesInstanceUID"] for r in rows
+                                         if is_valid_uid(r.get("SeriesInstanceUID"))))
+        if not series_uids:
+            raise PacsError(f"The PACS lists no study {study_uid} (no series found).")
+    plans = []
+    for uid in series_uids:
+        rows = find("image", {"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid, "SOPClassUID": "",
+                              "InstanceNumber": ""}, cancel=cancel, limit=INSTANCES_PER_SERIES_MAX)
+        _bounded(rows, "images of a series")
+        rows = [r for r in rows if is_valid_uid(r.get("SOPInstanceUID"))]
+        rows.sort(key=_instance_key)
+        ordered = tuple(dict.fromkeys(r["SOPInstanceUID"] for r in rows))
+        classes = frozenset(r["SOPClassUID"] for r in rows if is_valid_uid(r.get("SOPClassUID")))
+        plans.append(SeriesPlan(uid, ordered, classes, tuple(ordered[i] for i in first_middle_last(len(ordered)))))
+    return plans
+
+
+def _bounded(rows: list[dict[str, str]], what: str) -> None:
+    """A planning query the PACS flooded past its limit: say so rather than plan on a part of the study."""
+    if getattr(rows, "truncated", False):
+        raise PacsError(f"The PACS answered the listing of the {what} with more matches than the limit "
+                        f"({len(rows)}); the retrieval was not started.")
+
+
+class Retrieval:
+    """One retrieval of a study (or one series) from `profile` into `library` (group commits) or `sink`.
+
+    `held(uid)` says what the destination already has (default: the library's index).  `progress(done, total)`
+    counts instances at the destination out of those the study holds; `on_event` receives the retry events and
+    the refusals (from worker threads).  Use :func:`retrieve`.
+    """
+
+    def __init__(self, profile: ClusterProfile, *, library: Library | None = None, sink: Sink | None = None,
+                 held: Callable[[str], bool] | None = None, progress: Progress | None = None,
+                 on_event: OnEvent | None = None, cancel: threading.Event | None = None,
+                 associations: int | None = None) -> None:
+        if (library is None) == (sink is None):
+            raise ValueError("a retrieval goes into a library or a sink")
+        self.profile = profile
+        self.library = library
+        self.sink = sink
+        self.held = held or (library.has_instance if library is not None else (lambda uid: False))
+        self.progress = progress
+        self.on_event = on_event
+        self.cancel = cancel
+        self.associations = associations
+        self._node = ""  # the candidate of the attempt now running (for refusal events)
+        self._attempt: Attempt[Node] | None = None
+        self._refused: dict[str, None] = {}  # refused as not asked for, in order, once each
+        self._method = ""
+
+    # -- the whole retrieval -------------------------------------------------------------------------------
+
+    def run(self, study_uid: str, series_uid: str | None = None) -> RetrievalResult:
+        if not is_valid_uid(study_uid) or (series_uid is not None and not is_valid_uid(series_uid)):
+            raise PacsError("The study or series UID to retrieve is not a valid UID.")
+        from viewer.pacs.resume import ResilientClient  # the retry loop over the candidates, for queries too
+
+        client = ResilientClient(self.profile, on_event=self.on_event)
+        self._client = client
+        started = time.monotonic()
+        plans = plan_study(client.find, study_uid, series_uid, self.cancel)
+        writer = GroupWriter(self.library) if self.library is not None else None
+        store: Sink | GroupWriter = writer if writer is not None else self.sink  # type: ignore[assignment]
+        try:
+            if not any(p.ordered for p in plans):
+                log.info("no instances listed for study %s; retrieving it whole", study_uid)
+                return self._whole(study_uid, series_uid, store, started)
+            return self._planned(study_uid, plans, store, started)
+        finally:
+            if writer is not None:
+                writer.close()
+
+    def _planned(self, study_uid: str, plans: list[SeriesPlan], store: Sink | GroupWriter,
+                 started: float) -> RetrievalResult:
+        held_before = {u for p in plans for u in p.ordered if self.held(u)}
+        total = sum(len(p.ordered) for p in plans)
+        initial = len(held_before)
+        log.info("study %s from %s: %d instance(s) in %d series, %d already here", study_uid, self.profile.name,
+                 total, len(plans), initial)
+        report = self._reporter(initial, total)
+        sink = InstanceSink(store, wanted={u for p in plans for u in p.ordered} - held_before, study_uid=study_uid,
+                            series_uids={p.series_uid for p in plans}, progress=report, on_refused=self._refusal)
+        report(0, None)
+        outcomes: dict[str, SeriesOutcome] = {}
+        pending = [p for p in plans if any(u not in held_before for u in p.ordered)]
+        shares: tuple[SourceShare, ...] = ()
+        if len(self.profile.sources()) > 1 and pending:
+            shares = self._coallocate(study_uid, pending, sink, held_before)
+            pending = [p for p in pending if any(u not in held_before and not sink.held(u) for u in p.ordered)]
+        errors: dict[str, str] = {}
+        methods = self.profile.retrievals()
+        method = ""
+        for position, method in enumerate(methods):
+            if not pending:
+                break
+            candidates = self.profile.web_candidates() if method == "wado" else self.profile.candidates()
+            if not candidates:
+                continue
+            attempt_errors: dict[str, str] = {}
+            fetch = _Fetch(self, method, study_uid, pending, sink, held_before, attempt_errors)
+            try:
+                self._client.run(fetch, OPERATION[method], candidates, self.cancel)
+            except OperationCancelled:
+                raise
+            except MifasError as exc:
+                verdict = classify(exc)
+                if verdict.kind in ("local", "bug"):
+                    raise
+                if verdict.transient:  # gave up within the budget: the source is down, not this method
+                    for plan in pending:
+                        errors[plan.series_uid] = str(exc)
+                    pending = []
+                    break
+                for plan in pending:
+                    errors[plan.series_uid] = str(exc)
+                if position + 1 < len(methods):
+                    self._emit(FellBack(OPERATION[method], candidates[0].name, time.time(), method,
+                                        methods[position + 1], str(exc)))
+                continue
+            still = []
+            for plan in pending:
+                missing = [u for u in plan.ordered if u not in held_before and not sink.held(u)]
+                if not missing:
+                    errors.pop(plan.series_uid, None)
+                    outcomes[plan.series_uid] = SeriesOutcome(plan.series_uid, len(plan.ordered),
+                                                              len(plan.ordered), "", method)
+                elif plan.series_uid in attempt_errors:  # refused for good with this method: try the next
+                    errors[plan.series_uid] = attempt_errors[plan.series_uid]
+                    still.append(plan)
+                else:
+                    errors[plan.series_uid] = f"{len(missing)} image(s) were not sent by the PACS"
+            pending = still
+        sink.flush()
+        for plan in plans:
+            if plan.series_uid in outcomes:
+                continue
+            held = sum(1 for u in plan.ordered if u in held_before or sink.held(u))
+            error = errors.get(plan.series_uid, "") if held < len(plan.ordered) else ""
+            if held < len(plan.ordered) and not error:
+                error = "no retrieval method is available"
+            outcomes[plan.series_uid] = SeriesOutcome(plan.series_uid, len(plan.ordered), held, error, method)
+        result = sink.total(time.monotonic() - started)
+        result = dataclasses.replace(result, skipped_already_held=initial,
+                                     failed=sum(o.expected - o.held for o in outcomes.values()))
+        log.info("study %s: %d received, %d already here, %d missing, %d refused", study_uid, result.completed,
+                 initial, result.failed, sink.refused_count)
+        return RetrievalResult(result, tuple(outcomes[p.series_uid] for p in plans), tuple(self._refused), shares)
+
+    def _whole(self, study_uid: str, series_uid: str | None, store: Sink | GroupWriter,
+               started: float) -> RetrievalResult:
+        """The study or series in one request per attempt (the source lists no instances), scope-checked."""
+        report = self._reporter(0, None)
+        sink = InstanceSink(store, study_uid=study_uid, series_uids=None if series_uid is None else (series_uid,),
+                            progress=report, on_refused=self._refusal)
+        method = self.profile.retrievals()[0]
+        candidates = self.profile.web_candidates() if method == "wado" else self.profile.candidates()
+
+        def op(attempt: Attempt[Node]) -> None:
+            self._begin(attempt, method)
+            client = self._transport(method, attempt.node)
+            try:
+                client.retrieve(study_uid, series_uid, sink=sink, cancel=self.cancel)
+            finally:
+                client.close()
+
+        error = ""
+        try:
+            self._client.run(op, OPERATION[method], candidates, self.cancel)
+        except OperationCancelled:
+            raise
+        except MifasError as exc:
+            if classify(exc).kind in ("local", "bug"):
+                raise
+            error = str(exc)
+        sink.flush()
+        stored = sink.total(time.monotonic() - started)
+        by_series: dict[str, int] = {}
+        if self.library is not None:
+            for record in self.library.series(study_uid):
+                if series_uid is None or record.series_uid == series_uid:
+                    by_series[record.series_uid] = len(self.library.instance_uids(record.series_uid))
+        else:
+            by_series[series_uid or study_uid] = len(stored.sop_instance_uids)
+        outcomes = tuple(SeriesOutcome(uid, count, count, error, method) for uid, count in by_series.items())
+        if not outcomes:
+            outcomes = (SeriesOutcome(series_uid or study_uid, 0, 0, error or "the PACS sent no images", method),)
+        return RetrievalResult(stored, outcomes, tuple(self._refused))
+
+    def _coallocate(self, study_uid: str, plans: list[SeriesPlan], sink: InstanceSink,
+                    held_before: set[str]) -> tuple[SourceShare, ...]:
+        """Fetch from every source of the profile at once (viewer.pacs.coalloc); what it leaves missing (every
+        source failed) goes through the ordinary retry loop afterwards."""
+        sources = [Source(node.name, node, method) for node, method in self.profile.sources()]
+        queue = [(p.series_uid, u) for p in plans for u in p.first if u not in held_before]
+        queue += [(p.series_uid, u) for p in plans for u in p.ordered if u not in p.first and u not in held_before]
+        classes = {p.series_uid: p.sop_class_uids for p in plans}
+        self._method = "coalloc"
+        log.info("study %s: co-allocated from %d sources", study_uid, len(sources))
+        co = CoAllocation(study_uid, queue, sources, sink, lambda source: self._transport(source.method, source.node),
+                          lambda series_uid: classes.get(series_uid, frozenset()), on_event=self._emit,
+                          cancel=self.cancel)
+        shares = tuple(co.run())
+        self._emit(SourcesServed("co-allocated retrieval", self.profile.name, time.time(),
+                                 tuple((s.name, s.instances) for s in shares)))
+        return shares
+
+    # -- pieces ---------------------------------------------------------------------------------------------
+
+    def _transport(self, method: str, node: Node):  # type: ignore[no-untyped-def]
+        """The transport for one attempt on `node`: C-GET, C-MOVE (our Storage SCP admits only the source's
+        addresses) or WADO-RS."""
+        from viewer.pacs.client import open_client  # the transports import the sink, the sink not them
+
+        peers = self.profile.candidates() if method == "move" else ()
+        return open_client(node, method, move_port=self.profile.move_port, associations=self.associations,
+                           move_peers=peers)
+
+    def _reporter(self, initial: int, total: int | None) -> Progress:
+        """``progress(done, total)`` for the caller, from the sink's stored count; the first image stored by
+        an attempt tells the retry loop it got through (ending an outage, announcing the resumption)."""
+        def report(stored: int, _total: int | None) -> None:
+            attempt = self._attempt
+            if stored and attempt is not None and not attempt.progressed:
+                attempt.progress(initial + stored - 1, total)
+            if self.progress is not None:
+                self.progress(initial + stored, total)
+
+        return report
+
+    def _begin(self, attempt: Attempt[Node], method: str) -> None:
+        self._attempt = attempt
+        self._node = attempt.node.name
+        self._method = method
+
+    def _refusal(self, refusal: Refusal) -> None:
+        """An instance the sink refused as not asked for, or sent by a stranger: reported once per UID."""
+        uid = refusal.sop_instance_uid
+        if refusal.reason not in UNASKED or uid in self._refused or len(self._refused) >= REFUSED_LISTED_MAX:
+            return
+        self._refused[uid] = None
+        self._emit(UnrequestedInstance(OPERATION.get(self._method, "retrieval"), self._node, time.time(), uid))
+
+    def _emit(self, event: object) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)  # type: ignore[arg-type]
+            except Exception:  # an observer's bug must not break the transfer
+                log.exception("retrieval event observer failed")
+
+
+class _Fetch:
+    """One attempt of one method on one candidate: ask only for what is still missing, first/middle/last of
+    every series before the rest.  A permanent refusal of one series is noted and the others go on."""
+
+    def __init__(self, retrieval: Retrieval, method: str, study_uid: str, plans: list[SeriesPlan],
+                 sink: InstanceSink, held_before: set[str], errors: dict[str, str]) -> None:
+        self.retrieval = retrieval
+        self.method = method
+        self.study_uid = study_uid
+        self.plans = plans
+        self.sink = sink
+        self.held_before = held_before
+        self.errors = errors
+        self.empty_aborts = 0
+
+    def _missing(self, uids: tuple[str, ...]) -> list[str]:
+        return [u for u in uids if u not in self.held_before and not self.sink.held(u)]
+
+    def requests(self) -> list[tuple[SeriesPlan, list[str]]]:
+        firsts = [(p, self._missing(p.first)) for p in self.plans]
+        rests = [(p, self._missing(tuple(u for u in p.ordered if u not in p.first))) for p in self.plans]
+        return [(p, uids) for p, uids in (*firsts, *rests) if uids and p.series_uid not in self.errors]
+
+    def __call__(self, attempt: Attempt[Node]) -> None:
+        retrieval = self.retrieval
+        retrieval._begin(attempt, self.method)
+        requests = self.requests()
+        if not requests:
+            return
+        client = retrieval._transport(self.method, attempt.node)
+        try:
+            for plan, uids in requests:
+                if retrieval.cancel is not None and retrieval.cancel.is_set():
+                    raise OperationCancelled("The retrieval was cancelled; the images already received were kept.")
+                uids = self._missing(tuple(uids))  # another copy (a lane, a redundant source) may have come
+                if not uids:
+                    continue
+                try:
+                    client.retrieve(self.study_uid, plan.series_uid, uids, sink=self.sink, cancel=retrieval.cancel,
+                                    sop_class_uids=plan.sop_class_uids or None)
+                except MifasError as exc:
+                    verdict = classify(exc, progressed=attempt.progressed)
+                    self._note_refusal(verdict.kind, attempt, exc)
+                    if verdict.transient or verdict.kind in ("local", "bug", "cancelled", "config"):
+                        raise
+                    self.errors[plan.series_uid] = str(exc)  # refused for good: the other series go on
+                    retrieval._emit(AttemptFailed(OPERATION[self.method], attempt.node.name, time.time(),
+                                                  attempt.number, verdict.kind, verdict.reason, False, None))
+                else:
+                    self.empty_aborts = 0
+        finally:
+            client.close()
+
+    def _note_refusal(self, kind: str, attempt: Attempt[Node], exc: MifasError) -> None:
+        """Turn repeated 'association accepted, C-GET aborted before anything arrived' into a refusal."""
+        if self.method != "get" or kind != "aborted" or attempt.progressed:
+            self.empty_aborts = 0
+            return
+        self.empty_aborts += 1
+        if self.empty_aborts >= REFUSAL_ABORTS:
+            raise PacsError(f"The PACS {attempt.node.describe()} aborted the C-GET {self.empty_aborts} times before "
+                            f"sending anything: it seems not to allow C-GET from "
+                            f"'{attempt.node.calling_ae}'.") from exc
+
+
+def retrieve(profile: ClusterProfile, study_uid: str, series_uid: str | None = None, *,
+             library: Library | None = None, sink: Sink | None = None, held: Callable[[str], bool] | None = None,
+             progress: Progress | None = None, on_event: OnEvent | None = None,
+             cancel: threading.Event | None = None, associations: int | None = None) -> RetrievalResult:
+    """Retrieve a study (or one series) from `profile` (a cluster, or a node as a cluster of one) into `library`
+    or `sink`.  Returns per-series outcomes rather than raising for one failed series; raises only for what
+    stops everything: cancellation (OperationCancelled: what arrived is kept), a local problem (LibraryError,
+    e.g. the disk is full), or a study the source cannot even list within the retry budget."""
+    return Retrieval(profile, library=library, sink=sink, held=held, progress=progress, on_event=on_event,
+                     cancel=cancel, associations=associations).run(study_uid, series_uid)
