@@ -1,4 +1,4 @@
-"""C-GET throughput: DCMTK getscu vs our lean SCU (viewer.pacs.fastget) vs the pynetdicom path (DimseClient).
+"""C-GET throughput: DCMTK getscu vs our lean SCU (viewer.pacs.fastget), its paths into the library, and the engine.
 
     python benchmarks/cget.py [--instances 200] [--repeat 5] [--associations 2]
 
@@ -6,23 +6,24 @@ One Orthanc (TCP_NODELAY=1) holds one CT study of --instances 512x512 slices.  E
 getscu (/usr/bin/getscu, TCP_NODELAY=1) into a folder; the fast path into a folder (one association at STUDY
 level, and --associations associations over the IMAGE-level SOP Instance UID list); the fast path into a
 Library (store_bytes, one commit per instance), both ways; the same into a Library through a GroupWriter
-(group commit); the default library path (``retrieve_to_library``: C-FIND plan, first/middle/last phase, lean
-C-GET, group commit); the pynetdicom path into a folder.  Each variant runs next to its own getscu run (and,
+(group commit); the engine (``viewer.pacs.retrieve.retrieve`` from the node as a cluster of one: lean C-FIND plan,
+first/middle/last phase, lean C-GET, the one sink, group commit).  (pynetdicom's C-GET is no longer a path of the
+viewer; benchmarks/retrieve.py has the whole-process figures.)  Each variant runs next to its own getscu run (and,
 for the group-commit paths, getscu followed by sync(2)), before it in even rounds and after it in odd ones.
 Best of --repeat each, and the per-round ratio to the adjacent getscu run (median, min, max).  Prints one
 JSON line:
 
-- getscu_instances_per_s, pynetdicom_instances_per_s
+- getscu_instances_per_s
 - fast_protocol_only_instances_per_s  one association, STUDY level, the sink discards (the protocol alone)
 - fast_study_instances_per_s        one association, STUDY level, into a folder
 - fast_lanes_instances_per_s        --associations associations, IMAGE level (the UID list), into a folder
 - fast_instances_per_s              the better of the two (the figure the target compares)
 - fast_to_library_instances_per_s   the same two into a Library (fsync per instance), the better one
 - fast_to_library_group_instances_per_s  --associations associations into a Library through a GroupWriter
-- library_default_instances_per_s   retrieve_to_library (what the viewer runs), planning queries included
+- library_default_instances_per_s   the engine (what the viewer runs), planning queries included
 - plan_study_ms                     of which the planning C-FINDs (series, then IMAGE level), best of 3
 - ratio_fast_vs_getscu, ratio_fast_library_vs_getscu (best of each; store_bytes sink)
-- ratio_vs_getscu_into_library      {median, min, max, runs}: per round, getscu's time over retrieve_to_library's
+- ratio_vs_getscu_into_library      {median, min, max, runs}: per round, getscu's time over the engine's
 - ratio_group_vs_getscu_into_library  the same for the GroupWriter lanes alone (no planning queries)
 - ratio_fast_vs_getscu_into_folder  the same for the fast path into a folder (lanes)
 - ratio_vs_getscu_durable_into_library, ratio_group_vs_getscu_durable_into_library: the same against getscu
@@ -104,14 +105,15 @@ def main() -> None:
     from mifaslab.orthanc import OrthancProcess
     from viewer.library import Library
     from viewer.library.writer import GroupWriter
-    from viewer.pacs.client import plan_study, retrieve_to_library
-    from viewer.pacs.dimse import DimseClient
+    from viewer.pacs.cluster import ClusterProfile
     from viewer.pacs.fastget import FastGetClient
+    from viewer.pacs.resume import ResilientClient
+    from viewer.pacs.retrieve import plan_study, retrieve
 
     n = args.instances
     times: dict[str, list[float]] = {k: [] for k in (
         "getscu", "getscu_durable", "fast_null", "fast_study", "fast_lanes", "fast_library_study", "fast_library_lanes",
-        "fast_library_group", "library_default", "pynetdicom", "getscu:fast_null", "getscu:fast_study",
+        "fast_library_group", "library_default", "getscu:fast_null", "getscu:fast_study",
         "getscu:fast_lanes", "getscu:fast_library_study", "getscu:fast_library_lanes", "getscu:fast_library_group",
         "getscu:library_default", "getscu_durable:fast_library_group", "getscu_durable:library_default")}
     with tempfile.TemporaryDirectory(prefix="mifas-cget-") as tmp:
@@ -174,14 +176,10 @@ def main() -> None:
                 def library_default(out: Path = out) -> None:
                     library = Library.open(out / "libraryd")
                     try:
-                        result = retrieve_to_library(node, library, study_uid)
-                        assert len(result.sop_instance_uids) == n, result
+                        outcome = retrieve(ClusterProfile.of_node(node), study_uid, library=library)
+                        assert outcome.complete and outcome.held == n, outcome.describe()
                     finally:
                         library.close()
-
-                def pynetdicom(out: Path = out) -> None:
-                    client = DimseClient(node, lean_get=False)
-                    assert client.get(study_uid, sink=folder_sink(out / "pnd")).completed == n
 
                 def getscu_durable(out: Path = out) -> None:
                     getscu(out)
@@ -193,8 +191,7 @@ def main() -> None:
                             ("fast_library_study", fast_library_study, ("getscu",)),
                             ("fast_library_lanes", fast_library_lanes, ("getscu",)),
                             ("fast_library_group", fast_library_group, ("getscu", "getscu_durable")),
-                            ("library_default", library_default, ("getscu", "getscu_durable")),
-                            ("pynetdicom", pynetdicom, ())]
+                            ("library_default", library_default, ("getscu", "getscu_durable"))]
                 # Each variant runs next to its own reference run(s), first in even rounds and last in odd ones:
                 # this disk writes its first ~200 MB fast and then slows to its sustained rate, so what ran just
                 # before matters; a pair shares its conditions.
@@ -207,7 +204,9 @@ def main() -> None:
                         if key != name:
                             times[key].append(seconds)
                     shutil.rmtree(out, ignore_errors=True)
-            plan_s = min(timed(lambda: plan_study(DimseClient(node), study_uid, None, None)) for _ in range(3))
+            profile = ClusterProfile.of_node(node)
+            plan_s = min(timed(lambda: plan_study(ResilientClient(profile).find, study_uid, None, None))
+                         for _ in range(3))
         store_ms = bench_store(work / "store", files)
         with mock.patch("os.fsync"):  # what durability costs: the same store without any fsync
             store_no_fsync_ms = bench_store(work / "store-no-fsync", files)
@@ -229,7 +228,6 @@ def main() -> None:
         "fast_to_library_instances_per_s": library_best,
         "fast_to_library_study_instances_per_s": rate["fast_library_study"],
         "fast_to_library_lanes_instances_per_s": rate["fast_library_lanes"],
-        "pynetdicom_instances_per_s": rate["pynetdicom"],
         "ratio_fast_vs_getscu": round(fast_best / rate["getscu"], 3),
         "ratio_fast_library_vs_getscu": round(library_best / rate["getscu"], 3),
         "store_bytes_ms_per_instance": store_ms,

@@ -26,7 +26,7 @@ from viewer.errors import MalformedDicomError, NotDicomError, StorageFullError
 from viewer.library import Library
 from viewer.library import header as header_module
 from viewer.library import store as store_module
-from viewer.library.writer import GroupWriter
+from viewer.library.writer import GroupWriter, Withdrawn
 
 ROOT = Path(__file__).parents[2]
 
@@ -181,6 +181,37 @@ def test_group_writer_commits_every_instance_and_reports_each(tmp_path: Path) ->
         assert_complete_and_clean(library, sources)
 
 
+def test_a_held_writer_publishes_only_what_its_check_keeps(tmp_path: Path) -> None:
+    """hold(): staged, nothing published until release(); then each instance's check decides: kept ones are
+    stored, the others withdrawn (their temp files gone, their callback told so), nothing of them visible."""
+    blobs = ct(10)
+    keep = {uid_of(b) for b in blobs[::2]}
+    told: dict[str, object] = {}
+    lock = threading.Lock()
+
+    def done_for(uid: str):  # noqa: ANN202 - the writer's callback
+        def done(result, error) -> None:  # noqa: ANN001
+            with lock:
+                told[uid] = error if error is not None else result.added
+        return done
+
+    with Library.open(tmp_path / "lib") as library:
+        writer = GroupWriter(library, batch_instances_max=4, linger_s=0.01)
+        writer.hold()
+        for data in blobs:
+            uid = uid_of(data)
+            writer.submit(data, done_for(uid), check=lambda uid=uid: uid in keep)
+        release = threading.Timer(0.3, writer.release)  # the plan arrives later, from another thread
+        release.start()
+        assert not any(library.has_instance(uid_of(b)) for b in blobs)  # held: nothing published yet
+        writer.close()  # flush: waits for the release
+        release.join()
+        assert {uid for uid, value in told.items() if value is True} == keep
+        assert all(isinstance(told[uid_of(b)], Withdrawn) for b in blobs if uid_of(b) not in keep)
+        assert {r.sop_instance_uid for r in library.iter_instances()} == keep
+        assert library.partial_files() == [] and library.fsck() == {"orphans_removed": 0, "missing": 0}
+
+
 def test_a_part_batch_is_committed_by_the_timer_without_a_flush(tmp_path: Path) -> None:
     """Progress keeps moving: a batch that never fills is published once its oldest instance has waited."""
     committed = threading.Event()
@@ -205,7 +236,7 @@ def test_a_process_killed_in_the_middle_of_a_batch_leaves_only_whole_instances(t
         import os
         from pathlib import Path
         from viewer.library import Library
-        from viewer.library.writer import GroupWriter
+        from viewer.library.writer import GroupWriter, Withdrawn
         blobs = [p.read_bytes() for p in sorted(Path({str(source)!r}).iterdir())]
         lib = Library.open({str(root)!r})
         writer = GroupWriter(lib, batch_instances_max=8, linger_s=5.0)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from collections.abc import Iterator
+import socket
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from mifaslab.orthanc import DICOMWEB_PLUGIN, ORTHANC_BINARY, OrthancProcess, free_port
+from tests.pacs.scripted import serve_once
 from tests.support import require
 from viewer.pacs.node import Node, Timeouts
 
@@ -175,3 +178,19 @@ def dcmtk(tool: str) -> str:
     path = f"/usr/bin/{tool}"
     require(os.path.exists(path) and shutil.which(path) is not None, f"DCMTK's {tool} is not installed (apt-get install dcmtk)")
     return path
+
+
+@pytest.fixture
+def scripted_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], int]]:
+    """Start one-connection TCP peers running `script(conn)` (tests.pacs.scripted.serve_once); returns the port."""
+    servers: list[tuple[socket.socket, threading.Thread]] = []
+
+    def start(script: Callable[[socket.socket], None]) -> int:
+        server, thread = serve_once(script)
+        servers.append((server, thread))
+        return int(server.getsockname()[1])
+
+    yield start
+    for server, thread in servers:
+        server.close()
+        thread.join(timeout=10)

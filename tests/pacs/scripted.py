@@ -36,6 +36,8 @@ from __future__ import annotations
 import fnmatch
 import io
 import json
+import socket
+import struct
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -46,13 +48,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import pydicom
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
+
+from viewer.pacs.pdu import APPLICATION_CONTEXT_NAME
 
 HOLD_MAX_S = 60.0  # a held transfer waits at most this long for release (a test that forgets does not hang)
 STORE_SOP_CLASSES = (CTImageStorage,)
@@ -504,3 +508,64 @@ def third_party_store(port: int, datasets: Iterable[Dataset], *, calling_ae: str
     finally:
         assoc.release()
     return statuses
+
+
+# -- raw-socket peers (for what no DICOM library would send) -----------------------------------------------------
+
+
+def serve_once(script: Callable[[socket.socket], None]) -> tuple[socket.socket, threading.Thread]:
+    """A one-connection TCP peer on 127.0.0.1 running `script(conn)`; (its listening socket, its thread)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(5)
+
+    def serve() -> None:
+        try:
+            conn = server.accept()[0]
+        except OSError:
+            return
+        with conn:
+            try:
+                script(conn)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return server, thread
+
+
+def read_pdu(conn: socket.socket) -> tuple[int, bytes]:
+    """One whole PDU from `conn`: (type, body)."""
+    def exactly(n: int) -> bytes:
+        data = b""
+        while len(data) < n:
+            chunk = conn.recv(n - len(data))
+            if not chunk:
+                raise ConnectionResetError("closed")
+            data += chunk
+        return data
+
+    pdu_type, _, length = struct.unpack(">BBL", exactly(6))
+    return pdu_type, exactly(length)
+
+
+def accept_first_context(conn: socket.socket, calling_ae: str) -> None:
+    """Read the A-ASSOCIATE-RQ and accept its context 1 with Implicit VR Little Endian (PS3.8 9.3.3)."""
+    read_pdu(conn)
+    ts = struct.pack(">BBH", 0x40, 0, len(ImplicitVRLittleEndian)) + ImplicitVRLittleEndian.encode()
+    context = struct.pack(">BBHBBBB", 0x21, 0, 4 + len(ts), 1, 0, 0, 0) + ts
+    user = struct.pack(">BBHL", 0x51, 0, 4, 16384)
+    app = APPLICATION_CONTEXT_NAME.encode()
+    body = (struct.pack(">HH", 1, 0) + b"ANYSCP".ljust(16) + calling_ae.encode().ljust(16) + bytes(32)
+            + struct.pack(">BBH", 0x10, 0, len(app)) + app + context + struct.pack(">BBH", 0x50, 0, len(user)) + user)
+    conn.sendall(struct.pack(">BBL", 0x02, 0, len(body)) + body)
+
+
+def hold(conn: socket.socket, seconds: float = 3.0) -> None:
+    """Read and drop whatever comes, for `seconds` at most: a peer that never answers."""
+    conn.settimeout(seconds)
+    try:
+        while conn.recv(65536):
+            pass
+    except OSError:
+        pass

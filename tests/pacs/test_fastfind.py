@@ -30,6 +30,7 @@ from pynetdicom.sop_class import (
 
 from mifaslab.orthanc import OrthancProcess, free_port
 from tests.pacs.conftest import CALLING_AE, Seed, ct_series, part10
+from tests.pacs.scripted import accept_first_context, hold, read_pdu
 from viewer.errors import (
     AssociationAbortedError,
     OperationCancelled,
@@ -324,70 +325,8 @@ def test_optional_keys_pending_and_a_warning_final(find_scp: Callable[..., int])
 # -- raw sockets -----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def scripted_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], int]]:
-    """Start a one-connection TCP peer running `script(conn)`; returns its port."""
-    servers: list[tuple[socket.socket, threading.Thread]] = []
-
-    def start(script: Callable[[socket.socket], None]) -> int:
-        server = socket.create_server(("127.0.0.1", 0))
-        server.settimeout(5)
-
-        def serve() -> None:
-            try:
-                conn = server.accept()[0]
-            except OSError:
-                return
-            with conn:
-                try:
-                    script(conn)
-                except OSError:
-                    pass
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return int(server.getsockname()[1])
-
-    yield start
-    for server, thread in servers:
-        server.close()
-        thread.join(timeout=10)
-
-
-def read_pdu(conn: socket.socket) -> tuple[int, bytes]:
-    def exactly(n: int) -> bytes:
-        data = b""
-        while len(data) < n:
-            chunk = conn.recv(n - len(data))
-            if not chunk:
-                raise ConnectionResetError("closed")
-            data += chunk
-        return data
-
-    pdu_type, _, length = struct.unpack(">BBL", exactly(6))
-    return pdu_type, exactly(length)
-
-
 def accept_find_context(conn: socket.socket) -> None:
-    """Read the A-ASSOCIATE-RQ and accept context 1 with Implicit VR Little Endian."""
-    read_pdu(conn)
-    ts = struct.pack(">BBH", 0x40, 0, len(ImplicitVRLittleEndian)) + ImplicitVRLittleEndian.encode()
-    context = struct.pack(">BBHBBBB", 0x21, 0, 4 + len(ts), 1, 0, 0, 0) + ts
-    user = struct.pack(">BBHL", 0x51, 0, 4, 16384)
-    app = pdu.APPLICATION_CONTEXT_NAME.encode()
-    body = (struct.pack(">HH", 1, 0) + b"ANYSCP".ljust(16) + CALLING_AE.encode().ljust(16) + bytes(32)
-            + struct.pack(">BBH", 0x10, 0, len(app)) + app + context + struct.pack(">BBH", 0x50, 0, len(user)) + user)
-    conn.sendall(struct.pack(">BBL", 0x02, 0, len(body)) + body)
-
-
-def hold(conn: socket.socket, seconds: float = 3.0) -> None:
-    conn.settimeout(seconds)
-    try:
-        while conn.recv(65536):
-            pass
-    except OSError:
-        pass
+    accept_first_context(conn, CALLING_AE)
 
 
 def read_request(conn: socket.socket) -> None:

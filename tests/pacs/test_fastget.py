@@ -22,6 +22,7 @@ from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformati
 
 from mifaslab.orthanc import OrthancProcess, free_port
 from tests.pacs.conftest import CALLING_AE, Seed, ct_series
+from tests.pacs.scripted import accept_first_context, hold, read_pdu
 from tests.pacs.test_conformance import Collector, assert_same_instance
 from viewer.errors import (
     AssociationAbortedError,
@@ -226,67 +227,8 @@ def test_closed_port_is_unreachable() -> None:
         FastGetClient(local_node(free_port())).get("1.2.3", sink=lambda data: None)
 
 
-@pytest.fixture
-def scripted_peer() -> Iterator[Callable[[Callable[[socket.socket], None]], int]]:
-    """Start a one-connection TCP peer running `script(conn)`; yields a function returning its port."""
-    servers: list[tuple[socket.socket, threading.Thread]] = []
-
-    def start(script: Callable[[socket.socket], None]) -> int:
-        server = socket.create_server(("127.0.0.1", 0))
-        server.settimeout(5)
-
-        def serve() -> None:
-            try:
-                conn = server.accept()[0]
-            except OSError:
-                return
-            with conn:
-                try:
-                    script(conn)
-                except OSError:
-                    pass
-
-        thread = threading.Thread(target=serve, daemon=True)
-        thread.start()
-        servers.append((server, thread))
-        return int(server.getsockname()[1])
-
-    yield start
-    for server, thread in servers:
-        server.close()
-        thread.join(timeout=10)
-
-
-def read_pdu(conn: socket.socket) -> tuple[int, bytes]:
-    header = b""
-    while len(header) < 6:
-        header += conn.recv(6 - len(header))
-    pdu_type, _, length = struct.unpack(">BBL", header)
-    body = b""
-    while len(body) < length:
-        body += conn.recv(length - len(body))
-    return pdu_type, body
-
-
 def accept_get_context(conn: socket.socket) -> None:
-    """Read the A-ASSOCIATE-RQ and accept context 1 (the C-GET model) with Implicit VR Little Endian."""
-    read_pdu(conn)
-    ts = struct.pack(">BBH", 0x40, 0, len(ImplicitVRLittleEndian)) + ImplicitVRLittleEndian.encode()
-    context = struct.pack(">BBHBBBB", 0x21, 0, 4 + len(ts), 1, 0, 0, 0) + ts
-    user = struct.pack(">BBHL", 0x51, 0, 4, 16384)
-    app = pdu.APPLICATION_CONTEXT_NAME.encode()
-    body = (struct.pack(">HH", 1, 0) + b"ANYSCP".ljust(16) + CALLING_AE.encode().ljust(16) + bytes(32)
-            + struct.pack(">BBH", 0x10, 0, len(app)) + app + context + struct.pack(">BBH", 0x50, 0, len(user)) + user)
-    conn.sendall(struct.pack(">BBL", 0x02, 0, len(body)) + body)
-
-
-def hold(conn: socket.socket, seconds: float = 3.0) -> None:
-    conn.settimeout(seconds)
-    try:
-        while conn.recv(65536):
-            pass
-    except OSError:
-        pass
+    accept_first_context(conn, CALLING_AE)
 
 
 @pytest.mark.network

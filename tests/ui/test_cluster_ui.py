@@ -270,6 +270,29 @@ def test_pending_job_resumes_at_start_up(qtbot, make_window, library, pacs, dial
     jobs.close()
 
 
+def test_a_single_nodes_pending_job_resumes_at_start_up(qtbot, tmp_path: Path, library, pacs, dialog_watch):
+    """A retrieval from a plain node (a cluster of one) is a job too: one a crash left running resumes when the
+    window is up, through the settings' node of that name, and fetches only what is missing."""
+    study_uid, series_uid, files = pacs.big
+    library.store_file(files[0])
+    node = pacs.node(calling_ae="MIFASUI", name="plain node")
+    jobs = JobStore(library)
+    job_id = jobs.add(study_uid, None, ClusterProfile.of_node(node, "get").name)
+    jobs.update(job_id, state="running", received=1, expected=BIG)
+    window = MainWindow(library, Settings(nodes=[node]), settings_path=tmp_path / "settings.json",
+                        cluster_profiles_path=tmp_path / "clusters.json", system_profiles_dir=None)
+    qtbot.addWidget(window)
+    window.show()
+    try:
+        qtbot.waitUntil(lambda: jobs.get(job_id).state == "done", timeout=60000)
+        assert len(library.instance_uids(series_uid)) == BIG
+        assert any("Resuming 1 interrupted retrieval" in t for t in window.health.event_texts())
+        assert dialog_watch == []
+    finally:
+        window.close()
+        jobs.close()
+
+
 def test_profile_editor_round_trip_and_read_only_system_profiles(qtbot, tmp_path: Path):
     system_dir, user_path = tmp_path / "etc", tmp_path / "config" / "clusters.json"
     system_dir.mkdir()

@@ -38,6 +38,9 @@ BATCH_BYTES_MAX = 64 << 20  # bytes per group commit
 BATCH_LINGER_S = 0.05  # the oldest instance of a batch waits at most this long for company
 QUEUE_BYTES_MAX = 128 << 20  # submitted, not yet staged; submit() blocks beyond this (back-pressure)
 BATCHES_WAITING_MAX = 2  # closed batches waiting for the publisher; staging waits beyond this
+# While held (hold()), staging goes on without publication: staged files are on disk, not in memory, and the plan
+# that releases them comes within a fraction of a second; this bounds what may wait for it all the same.
+HELD_UNFINISHED_MAX = 2048
 # Submitted and not yet committed: how far the network may run ahead of the disk.  It bounds what a crash or a
 # failover finds received-but-not-committed (the PACS was told "success"; a resume fetches them again).
 UNFINISHED_MAX = 96
@@ -48,13 +51,22 @@ Done = Callable[[StoreResult | None, BaseException | None], None]
 class _Pending:
     """One submitted instance: its bytes until staged, then its staged file; its callback."""
 
-    __slots__ = ("data", "done", "row", "staged")
+    __slots__ = ("data", "done", "row", "staged", "check")
 
-    def __init__(self, data: bytes, done: Done | None, row: object = None) -> None:
+    def __init__(self, data: bytes, done: Done | None, row: object = None,
+                 check: Callable[[], bool] | None = None) -> None:
         self.data: bytes | None = data
         self.done = done
         self.row = row  # the index row when the caller already read it (viewer.library.header.index_row)
         self.staged: Staged | None = None
+        self.check = check  # asked just before publication: False withdraws the instance
+
+
+class Withdrawn(LibraryError):
+    """The ``done`` error of an instance whose ``check`` said no at publication: it was never stored."""
+
+
+WITHDRAWN = Withdrawn("The instance was withdrawn before it was stored.")
 
 
 class GroupWriter:
@@ -87,26 +99,44 @@ class GroupWriter:
         self._unfinished = 0  # submitted and not yet committed or refused
         self._flushing = 0  # flush() calls waiting: publish without lingering
         self._closed = False
+        self._held = False  # hold(): publish nothing until release()
         self.error: BaseException | None = None  # the batch failure that stopped the writer
         self._batches: deque[list[_Pending] | None] = deque()  # closed batches; None: the stager has ended
         self._threads: list[threading.Thread] = []
 
     # -- the caller's side --------------------------------------------------------------------------------
 
-    def submit(self, data: bytes, done: Done | None = None, row: object = None) -> None:
+    def hold(self) -> None:
+        """Stage what is submitted, but publish nothing until :meth:`release` (a first pass that runs before the
+        study is listed: its instances go to disk at once, and into the library only once the plan says they
+        belong, see ``check``).  Staging goes on meanwhile, up to HELD_UNFINISHED_MAX instances."""
+        with self._cond:
+            self._held = True
+            self._cond.notify_all()  # a stager waiting for batch room may go on
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._to_publish.notify_all()
+            self._cond.notify_all()
+
+    def submit(self, data: bytes, done: Done | None = None, row: object = None,
+               check: Callable[[], bool] | None = None) -> None:
         """Queue one Part 10 instance for the next group commit; blocks while the queue is full.  `row`: its
-        :func:`~viewer.library.header.index_row`, when the caller has read it already."""
+        :func:`~viewer.library.header.index_row`, when the caller has read it already.  `check()`, asked on
+        the publisher thread just before the instance's batch is published: False withdraws it (its staged
+        file is discarded, ``done`` gets :data:`WITHDRAWN`)."""
         with self._cond:
             if self.error is not None:
                 raise self.error
             if self._closed:
                 raise LibraryError("The library writer is closed.")
             while (self._queued_bytes and self._queued_bytes + len(data) > self.queue_bytes_max) or \
-                    self._unfinished >= self.unfinished_max:
+                    self._unfinished >= (HELD_UNFINISHED_MAX if self._held else self.unfinished_max):
                 self._cond.wait()
                 if self.error is not None:
                     raise self.error
-            self._queue.append(_Pending(data, done, row))
+            self._queue.append(_Pending(data, done, row, check))
             self._queued_bytes += len(data)
             self._unfinished += 1
             if not self._threads:
@@ -198,7 +228,7 @@ class GroupWriter:
     def _hand_over(self, batch: list[_Pending] | None) -> None:
         """Queue a closed batch for the publisher (None: no more), waiting while too many are queued."""
         with self._cond:
-            while batch is not None and len(self._batches) >= BATCHES_WAITING_MAX:
+            while batch is not None and len(self._batches) >= BATCHES_WAITING_MAX and not self._held:
                 self._cond.wait()
             self._batches.append(batch)
             self._to_publish.notify()
@@ -207,7 +237,7 @@ class GroupWriter:
         """The publisher: durability, renames and the index transaction of each closed batch, in order."""
         while True:
             with self._cond:
-                while not self._batches:
+                while not self._batches or (self._held and self._batches[0] is not None and self.error is None):
                     self._to_publish.wait()
                 batch = self._batches.popleft()
                 self._cond.notify_all()  # a stager waiting for batch room
@@ -254,6 +284,13 @@ class GroupWriter:
         return True
 
     def _publish(self, batch: list[_Pending]) -> None:
+        gone = [item for item in batch if item.check is not None and not _checked(item.check)]
+        if gone:
+            self.library.discard([item.staged for item in gone if item.staged is not None])
+            for item in gone:
+                self._call_back(item, None, WITHDRAWN)
+            self._finished(len(gone))
+            batch = [item for item in batch if item not in gone]
         staged = [item.staged for item in batch if item.staged is not None]
         if self.error is not None:
             self.library.discard(staged)
@@ -301,3 +338,11 @@ class GroupWriter:
         with self._cond:
             self._unfinished -= count
             self._cond.notify_all()
+
+
+def _checked(check: Callable[[], bool]) -> bool:
+    try:
+        return bool(check())
+    except Exception:  # a bug in the caller's check: keep nothing it could not vouch for
+        log.exception("a publication check failed")
+        return False

@@ -395,7 +395,7 @@ class DicomWebClient:
                 self._fetch(path, sink, cancel)
             return
         failed = threading.Event()
-        stop = _AnyEvent(cancel, failed)
+        stop = AnyEvent(cancel, failed)
         pending = iter(paths)
         lock = threading.Lock()
 
@@ -437,7 +437,7 @@ class DicomWebClient:
                                 f"requested images in study {study_uid}.")
         return [(found[uid], uid) for uid in uids]
 
-    def _fetch(self, path: str, sink: InstanceSink, cancel: threading.Event | _AnyEvent | None,
+    def _fetch(self, path: str, sink: InstanceSink, cancel: threading.Event | AnyEvent | None,
                whole_series: bool = False) -> None:
         if cancel is not None and cancel.is_set():
             raise OperationCancelled("The retrieval was cancelled; the images already received were kept.")
@@ -465,7 +465,7 @@ class DicomWebClient:
         finally:
             response.close()
 
-    def _chunks(self, response: requests.Response, cancel: threading.Event | _AnyEvent | None) -> Iterator[bytes]:
+    def _chunks(self, response: requests.Response, cancel: threading.Event | AnyEvent | None) -> Iterator[bytes]:
         try:
             for chunk in response.iter_content(chunk_size=CHUNK_BYTES):
                 if cancel is not None and cancel.is_set():
@@ -483,7 +483,7 @@ class DicomWebClient:
                                 transient=True) from exc
 
 
-class _AnyEvent:
+class AnyEvent:
     """Looks like a threading.Event to _fetch: set when either event is (the caller's cancel or a failure)."""
 
     def __init__(self, *events: threading.Event | None) -> None:

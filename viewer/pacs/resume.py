@@ -80,7 +80,9 @@ class ResilientClient:
         """Nothing is held between calls; here for symmetry with the PacsClient interface."""
 
     def run(self, op: Callable[[Attempt[Node]], Any], operation: str, candidates: Sequence[Node],
-             cancel: threading.Event | None, on_event: OnEvent | None = None) -> Any:
+            cancel: threading.Event | None, on_event: OnEvent | None = None,
+            outage_started: float | None = None) -> Any:
+        """``op(attempt)`` through the retry loop over `candidates` (see :func:`run_with_retry`)."""
         if not candidates:
             raise PacsError(f"The cluster '{self.profile.name}' has no address for {operation}.")
         web = operation in ("WADO-RS", "QIDO-RS")
@@ -94,7 +96,7 @@ class ResilientClient:
 
         return run_with_retry(op, self.profile.retry, candidates=candidates, describe=lambda n: n.name,
                               operation=operation, on_event=on_event or self.on_event, cancel=cancel,
-                              reachable=reachable)
+                              reachable=reachable, outage_started=outage_started)
 
     # -- echo and queries ----------------------------------------------------------------------------------
 
@@ -104,19 +106,20 @@ class ResilientClient:
                          self.profile.candidates(), cancel)
 
     def find(self, level: str, keys: Mapping[str, str] | None = None, *, cancel: threading.Event | None = None,
-             limit: int = FIND_RESULTS_MAX) -> list[dict[str, str]]:
-        """C-FIND (or QIDO-RS when the profile has no DIMSE), re-issued whole after a failure."""
+             limit: int = FIND_RESULTS_MAX, on_event: OnEvent | None = None) -> list[dict[str, str]]:
+        """C-FIND (or QIDO-RS when the profile has no DIMSE), re-issued whole after a failure.  `on_event`
+        replaces the client's for this query."""
         if "dimse" not in self.profile.transports:
-            return self.qido(level, keys, cancel=cancel, limit=limit)
+            return self.qido(level, keys, cancel=cancel, limit=limit, on_event=on_event)
         return self.run(lambda a: DimseClient(a.node).find(level, keys, cancel=cancel, limit=limit), "C-FIND",
-                         self.profile.candidates(), cancel)
+                        self.profile.candidates(), cancel, on_event)
 
     def qido(self, level: str, keys: Mapping[str, str] | None = None, *, cancel: threading.Event | None = None,
-             limit: int = FIND_RESULTS_MAX) -> list[dict[str, str]]:
+             limit: int = FIND_RESULTS_MAX, on_event: OnEvent | None = None) -> list[dict[str, str]]:
         def op(attempt: Attempt[Node]) -> list[dict[str, str]]:
             with _WebSession(attempt.node) as web:
                 return web.qido(level, keys, cancel=cancel, limit=limit)
-        return self.run(op, "QIDO-RS", self.profile.web_candidates(), cancel)
+        return self.run(op, "QIDO-RS", self.profile.web_candidates(), cancel, on_event)
 
     # -- retrieval -----------------------------------------------------------------------------------------
 

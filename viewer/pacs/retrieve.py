@@ -34,12 +34,14 @@ from viewer.library.store import Library, is_valid_uid
 from viewer.library.writer import GroupWriter
 from viewer.pacs.cluster import ClusterProfile
 from viewer.pacs.coalloc import CoAllocation, Source, SourceShare
+from viewer.pacs.dicomweb import AnyEvent
 from viewer.pacs.node import FIND_RESULTS_LIMIT_MAX, Node, Progress, RetrieveResult, Sink
 from viewer.pacs.retry import (
     Attempt,
     AttemptFailed,
     FellBack,
     OnEvent,
+    RetryEvent,
     SourcesServed,
     UnrequestedInstance,
     classify,
@@ -54,6 +56,9 @@ INSTANCES_PER_SERIES_MAX = FIND_RESULTS_LIMIT_MAX
 # A node that accepts the association and then aborts every C-GET before sending anything, this many times in a
 # row while we keep reaching it, is taken to refuse C-GET from us (Orthanc does so for callers it does not know).
 REFUSAL_ABORTS = 3
+# A first pass that will be done within this long at the rate it shows gets no help with the first, middle and
+# last images (another association beside it, on two cores, costs more than it brings).
+FIRSTS_WORTH_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +199,8 @@ class Retrieval:
         self._attempt: Attempt[Node] | None = None
         self._refused: dict[str, None] = {}  # refused as not asked for, in order, once each
         self._method = ""
+        self._initial = 0  # instances held before this retrieval, of the study's `_total` (None: not listed)
+        self._total: int | None = None
 
     # -- the whole retrieval -------------------------------------------------------------------------------
 
@@ -202,34 +209,80 @@ class Retrieval:
             raise PacsError("The study or series UID to retrieve is not a valid UID.")
         from viewer.pacs.resume import ResilientClient  # the retry loop over the candidates, for queries too
 
-        client = ResilientClient(self.profile, on_event=self.on_event)
-        self._client = client
+        self._client = ResilientClient(self.profile, on_event=self.on_event)
         started = time.monotonic()
-        plans = plan_study(client.find, study_uid, series_uid, self.cancel)
         writer = GroupWriter(self.library) if self.library is not None else None
         store: Sink | GroupWriter = writer if writer is not None else self.sink  # type: ignore[assignment]
         try:
+            sink = InstanceSink(store, study_uid=study_uid,
+                                series_uids=None if series_uid is None else (series_uid,), progress=self._report,
+                                on_refused=self._refusal)
+            first = None
+            if self._fresh(study_uid):
+                sink.await_plan()
+                first = _FirstPass(self, study_uid, series_uid, sink, self._study_sop_classes(study_uid))
+            try:
+                plans = plan_study(self._client.find, study_uid, series_uid, self.cancel)
+            except BaseException:
+                if first is not None:
+                    sink.abandon()  # first: the pass may wait for the writer, which holds until then
+                    first.stop()
+                raise
             if not any(p.ordered for p in plans):
                 log.info("no instances listed for study %s; retrieving it whole", study_uid)
-                return self._whole(study_uid, series_uid, store, started)
-            return self._planned(study_uid, plans, store, started)
+                sink.expect(None, None)
+                if first is not None and first.finish():
+                    return self._whole_result(study_uid, series_uid, sink, started, "", "get")
+                return self._whole(study_uid, series_uid, sink, started)
+            return self._planned(study_uid, plans, sink, started, first)
         finally:
             if writer is not None:
                 writer.close()
 
-    def _planned(self, study_uid: str, plans: list[SeriesPlan], store: Sink | GroupWriter,
-                 started: float) -> RetrievalResult:
-        held_before = {u for p in plans for u in p.ordered if self.held(u)}
-        total = sum(len(p.ordered) for p in plans)
+    def _study_sop_classes(self, study_uid: str) -> frozenset[str]:
+        """The SOP classes the study holds (a STUDY-level query, a few milliseconds), so that the first pass offers
+        every compressed syntax for each and the PACS sends each instance as stored; empty when not answered."""
+        def quiet(event: RetryEvent) -> None:  # a PACS that refuses this optional query is no news
+            if not (isinstance(event, AttemptFailed) and not event.transient):
+                self._emit(event)
+
+        try:
+            rows = self._client.find("study", {"StudyInstanceUID": study_uid, "SOPClassesInStudy": ""},
+                                     cancel=self.cancel, limit=1, on_event=quiet)
+        except MifasError as exc:
+            verdict = classify(exc)
+            if verdict.transient or verdict.kind in ("local", "bug", "cancelled"):
+                raise  # the source is down past the budget (or we must stop): the listing would fail alike
+            log.info("SOP classes in study not answered (%s); the first pass offers the common ones", verdict.kind)
+            return frozenset()
+        text = rows[0].get("SOPClassesInStudy", "") if rows else ""
+        return frozenset(u for u in text.split("\\") if is_valid_uid(u))
+
+    def _fresh(self, study_uid: str) -> bool:
+        """Whether to ask for the whole study at once while it is being listed (:class:`_FirstPass`): the
+        library holds none of it, C-GET comes first, and there is one source."""
+        return (self.library is not None and not self.library.series(study_uid)
+                and self.profile.retrievals()[:1] == ("get",) and len(self.profile.sources()) < 2)
+
+    def _planned(self, study_uid: str, plans: list[SeriesPlan], sink: InstanceSink, started: float,
+                 first: _FirstPass | None) -> RetrievalResult:
+        planned = {u for p in plans for u in p.ordered}
+        held_before = set() if first is not None else {u for u in planned if self.held(u)}
+        total = len(planned)
         initial = len(held_before)
         log.info("study %s from %s: %d instance(s) in %d series, %d already here", study_uid, self.profile.name,
                  total, len(plans), initial)
-        report = self._reporter(initial, total)
-        sink = InstanceSink(store, wanted={u for p in plans for u in p.ordered} - held_before, study_uid=study_uid,
-                            series_uids={p.series_uid for p in plans}, progress=report, on_refused=self._refusal)
-        report(0, None)
+        self._initial, self._total = initial, total
+        sink.expect(planned - held_before, {p.series_uid for p in plans})
+        self._report(sink.stored_count(), None)
+        outage: float | None = None
+        if first is not None:
+            if first.running and first.seconds_left(sink.stored_count(), total) > FIRSTS_WORTH_S:
+                self._fetch_firsts(study_uid, plans, sink)  # the viewer can show every series early
+            first.finish()
+            outage = first.outage_started
         outcomes: dict[str, SeriesOutcome] = {}
-        pending = [p for p in plans if any(u not in held_before for u in p.ordered)]
+        pending = [p for p in plans if any(u not in held_before and not sink.held(u) for u in p.ordered)]
         shares: tuple[SourceShare, ...] = ()
         if len(self.profile.sources()) > 1 and pending:
             shares = self._coallocate(study_uid, pending, sink, held_before)
@@ -246,7 +299,7 @@ class Retrieval:
             attempt_errors: dict[str, str] = {}
             fetch = _Fetch(self, method, study_uid, pending, sink, held_before, attempt_errors)
             try:
-                self._client.run(fetch, OPERATION[method], candidates, self.cancel)
+                self._client.run(fetch, OPERATION[method], candidates, self.cancel, outage_started=outage)
             except OperationCancelled:
                 raise
             except MifasError as exc:
@@ -277,6 +330,7 @@ class Retrieval:
                 else:
                     errors[plan.series_uid] = f"{len(missing)} image(s) were not sent by the PACS"
             pending = still
+            outage = None
         sink.flush()
         for plan in plans:
             if plan.series_uid in outcomes:
@@ -293,12 +347,9 @@ class Retrieval:
                  initial, result.failed, sink.refused_count)
         return RetrievalResult(result, tuple(outcomes[p.series_uid] for p in plans), tuple(self._refused), shares)
 
-    def _whole(self, study_uid: str, series_uid: str | None, store: Sink | GroupWriter,
-               started: float) -> RetrievalResult:
+    def _whole(self, study_uid: str, series_uid: str | None, sink: InstanceSink, started: float) -> RetrievalResult:
         """The study or series in one request per attempt (the source lists no instances), scope-checked."""
-        report = self._reporter(0, None)
-        sink = InstanceSink(store, study_uid=study_uid, series_uids=None if series_uid is None else (series_uid,),
-                            progress=report, on_refused=self._refusal)
+        self._initial, self._total = 0, None
         method = self.profile.retrievals()[0]
         candidates = self.profile.web_candidates() if method == "wado" else self.profile.candidates()
 
@@ -319,6 +370,10 @@ class Retrieval:
             if classify(exc).kind in ("local", "bug"):
                 raise
             error = str(exc)
+        return self._whole_result(study_uid, series_uid, sink, started, error, method)
+
+    def _whole_result(self, study_uid: str, series_uid: str | None, sink: InstanceSink, started: float, error: str,
+                      method: str) -> RetrievalResult:
         sink.flush()
         stored = sink.total(time.monotonic() - started)
         by_series: dict[str, int] = {}
@@ -332,6 +387,23 @@ class Retrieval:
         if not outcomes:
             outcomes = (SeriesOutcome(series_uid or study_uid, 0, 0, error or "the PACS sent no images", method),)
         return RetrievalResult(stored, outcomes, tuple(self._refused))
+
+    def _fetch_firsts(self, study_uid: str, plans: list[SeriesPlan], sink: InstanceSink) -> None:
+        """The first, middle and last instance of every series that has not arrived yet, on an association of
+        their own beside the first pass (best effort: what fails here the retry loop fetches)."""
+        client = self._transport("get", self.profile.candidates()[0])
+        try:
+            for plan in plans:
+                missing = [u for u in plan.first if not sink.held(u)]
+                if missing:
+                    client.retrieve(study_uid, plan.series_uid, missing, sink=sink, cancel=self.cancel,
+                                    sop_class_uids=plan.sop_class_uids or None)
+        except OperationCancelled:
+            raise
+        except MifasError as exc:
+            log.info("first, middle and last beside the first pass: %s", type(exc).__name__)
+        finally:
+            client.close()
 
     def _coallocate(self, study_uid: str, plans: list[SeriesPlan], sink: InstanceSink,
                     held_before: set[str]) -> tuple[SourceShare, ...]:
@@ -362,17 +434,14 @@ class Retrieval:
         return open_client(node, method, move_port=self.profile.move_port, associations=self.associations,
                            move_peers=peers)
 
-    def _reporter(self, initial: int, total: int | None) -> Progress:
-        """``progress(done, total)`` for the caller, from the sink's stored count; the first image stored by
-        an attempt tells the retry loop it got through (ending an outage, announcing the resumption)."""
-        def report(stored: int, _total: int | None) -> None:
-            attempt = self._attempt
-            if stored and attempt is not None and not attempt.progressed:
-                attempt.progress(initial + stored - 1, total)
-            if self.progress is not None:
-                self.progress(initial + stored, total)
-
-        return report
+    def _report(self, stored: int, _total: int | None) -> None:
+        """The sink's progress: ``progress(done, total)`` for the caller; the first image stored by an attempt
+        tells the retry loop it got through (ending an outage, announcing the resumption)."""
+        attempt = self._attempt
+        if stored and attempt is not None and not attempt.progressed:
+            attempt.progress(self._initial + stored - 1, self._total)
+        if self.progress is not None:
+            self.progress(self._initial + stored, self._total)
 
     def _begin(self, attempt: Attempt[Node], method: str) -> None:
         self._attempt = attempt
@@ -393,6 +462,77 @@ class Retrieval:
                 self.on_event(event)  # type: ignore[arg-type]
             except Exception:  # an observer's bug must not break the transfer
                 log.exception("retrieval event observer failed")
+
+
+class _FirstPass:
+    """A study the library holds none of is asked for whole at once, as getscu does, while the engine lists it:
+    the listing (about as long as DCMTK's findscu) then costs no time.  Its SOP classes are asked for first
+    (SOPClassesInStudy), so the PACS sends each instance as stored.  Until the plan arrives, what comes
+    (scope-checked: this study, this series) is staged on disk but not published; then what the plan lists is
+    published and the rest withdrawn and refused (:meth:`InstanceSink.expect`); once the plan is there, the
+    first, middle and last of each series come beside this pass (:meth:`Retrieval._fetch_firsts`).  When it breaks, the planned loop resumes with what is missing,
+    and its budget counts from the break."""
+
+    def __init__(self, retrieval: Retrieval, study_uid: str, series_uid: str | None, sink: InstanceSink,
+                 sop_class_uids: frozenset[str]) -> None:
+        self.retrieval = retrieval
+        self.sop_class_uids = sop_class_uids
+        self.node = retrieval.profile.candidates()[0]
+        self.stopping = threading.Event()
+        self.error: BaseException | None = None
+        self.result: RetrieveResult | None = None
+        self.outage_started: float | None = None
+        self.started = time.monotonic()
+        self._thread = threading.Thread(target=self._run, args=(study_uid, series_uid, sink),
+                                        name="viewer.pacs.first-pass", daemon=True)
+        self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def seconds_left(self, done: int, total: int) -> float:
+        """How long the pass will still take at the rate it has shown (infinite before its first instance)."""
+        elapsed = time.monotonic() - self.started
+        if done <= 0 or elapsed <= 0:
+            return float("inf")
+        return max(total - done, 0) / (done / elapsed)
+
+    def _run(self, study_uid: str, series_uid: str | None, sink: InstanceSink) -> None:
+        client = self.retrieval._transport("get", self.node)
+        try:
+            cancel = AnyEvent(self.retrieval.cancel, self.stopping)
+            self.result = client.retrieve(study_uid, series_uid, sink=sink, cancel=cancel,  # type: ignore[arg-type]
+                                          sop_class_uids=self.sop_class_uids or None)
+        except BaseException as exc:  # noqa: BLE001 - judged by finish(), on the retrieval's thread
+            self.error = exc
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self._thread.join()
+
+    def finish(self) -> bool:
+        """Wait for the pass; True when the PACS sent the whole study without a failure.  A break that another
+        try may mend is reported (AttemptFailed) and becomes the start of an outage; a local problem or a
+        cancellation is raised."""
+        self._thread.join()
+        error = self.error
+        if error is None:
+            result = self.result
+            return result is not None and not result.failed and not result.warnings and result.completed > 0
+        if isinstance(error, OperationCancelled) and not self.stopping.is_set():
+            raise error
+        verdict = classify(error)
+        if verdict.kind in ("local", "bug"):
+            raise error
+        if verdict.transient:
+            self.outage_started = time.monotonic()
+            self.retrieval._emit(AttemptFailed("C-GET", self.node.name, time.time(), 1, verdict.kind, verdict.reason,
+                                               True, 0.0))
+        log.info("whole-study first pass did not finish (%s); resuming with the plan", verdict.kind)
+        return False
 
 
 class _Fetch:

@@ -289,6 +289,7 @@ def run_with_retry(
     sleep: Callable[[float], Any] | None = None,
     rng: random.Random | None = None,
     reachable: Callable[[int, float], int | None] | None = None,
+    outage_started: float | None = None,
 ) -> R:
     """Run ``op(attempt)`` until it returns, a permanent error occurs, the budget or the attempts run out, or
     `cancel` is set.  Permanent errors and cancellation propagate as they are; when the budget runs out the
@@ -300,10 +301,14 @@ def run_with_retry(
     after a failure the next attempt goes to a candidate that answers, as soon as one does, instead of
     walking the list with a connect timeout per dead address (:func:`viewer.pacs.reach.first_accepting`).
     Waiting for an address to answer costs the PACS nothing, so after an "unreachable" failure there is no
-    backoff; attempts that reached a node and failed there still back off after each full cycle."""
+    backoff; attempts that reached a node and failed there still back off after each full cycle.
+
+    `outage_started` (a `clock` time): the operation already failed before this loop began (the engine's first
+    pass); its budget counts from then, and the first attempt that gets through announces :class:`Resumed`."""
     if not candidates:
         raise ValueError("run_with_retry needs at least one candidate")
     loop: _Loop[N] = _Loop(candidates, describe, operation, on_event, clock)
+    loop.outage_started = outage_started
     wait = sleep or (lambda s: cancel.wait(s) if cancel is not None else time.sleep(s))
     index = 0
     failures = 0  # in this outage

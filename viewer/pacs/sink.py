@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 from viewer.errors import LibraryError, MifasError, StorageFullError
 from viewer.library.header import index_row
-from viewer.library.writer import GroupWriter
+from viewer.library.writer import GroupWriter, Withdrawn
 from viewer.pacs.node import Progress, RetrieveResult, Sink
 from viewer.pacs.status import DimseStatus
 
@@ -115,6 +115,10 @@ class _State:
         self.refused: list[Refusal] = []  # listed up to REFUSED_LISTED_MAX
         self.refused_count = 0
         self.duplicates = 0
+        # Before the plan (a first pass that asked for the whole study runs while the study is listed):
+        # instances in scope are acknowledged and staged, then published or withdrawn when the plan arrives.
+        self.plan_pending = False
+        self.abandoned = False  # the listing failed: nothing of the first pass is published
 
 
 class InstanceSink:
@@ -149,6 +153,52 @@ class InstanceSink:
         other.label = label
         other._stored, other._bytes, other._late, other._refused = [], 0, [], 0
         return other
+
+    def await_plan(self) -> None:
+        """A first pass asks for the whole study before it is listed: until :meth:`expect` (or :meth:`abandon`),
+        instances of the study are acknowledged and staged by the library's writer, which publishes nothing
+        meanwhile (:meth:`GroupWriter.hold`); each is checked against the plan just before publication."""
+        s = self._s
+        if s.writer is None:
+            raise ValueError("a first pass needs the library's GroupWriter behind the sink")
+        with s.lock:
+            s.plan_pending = True
+        s.writer.hold()
+
+    def expect(self, wanted: Collection[str] | None, series_uids: Collection[str] | None) -> None:
+        """The plan: from now on accept only `wanted` (the planned instances still missing; None: anything of the
+        study), of these series.  What a first pass delivered before is published if the plan lists it, else
+        withdrawn and refused (it was acknowledged to the peer; it is reported, never stored)."""
+        s = self._s
+        with s.lock:
+            s.wanted = frozenset(wanted) if wanted is not None else None
+            if series_uids is not None:
+                s.series_uids = frozenset(series_uids)
+            s.expected = len(s.wanted) if s.wanted is not None else None
+            s.plan_pending = False
+        if s.writer is not None:
+            s.writer.release()
+
+    def abandon(self) -> None:
+        """No plan will come (the listing failed): what a first pass delivered is withdrawn, never stored."""
+        s = self._s
+        with s.lock:
+            s.abandoned = True
+            s.plan_pending = False
+        if s.writer is not None:
+            s.writer.release()
+
+    def _belongs(self, uid: str, series_uid: str) -> bool:
+        """(the writer's publication check of a first pass's instance) Whether the plan lists it."""
+        s = self._s
+        with s.lock:
+            ok = not s.abandoned and (s.wanted is None or uid in s.wanted) and \
+                (s.series_uids is None or series_uid in s.series_uids)
+        if not ok:
+            self._forget(uid)
+            if not s.abandoned:
+                self.refuse(uid, UNREQUESTED)
+        return ok
 
     @classmethod
     def wrap(cls, sink: Sink | InstanceSink, *, wanted: Collection[str] | None = None,
@@ -225,8 +275,9 @@ class InstanceSink:
                 s.duplicates += 1
                 return DimseStatus.SUCCESS
             s.accepted.add(uid)
+            provisional = s.plan_pending
         if s.writer is not None:
-            return self._submit(uid, data, row)
+            return self._submit(uid, data, row, provisional)
         return self._store_now(uid, data)
 
     def _in_scope(self, data: bytes) -> bool:
@@ -318,12 +369,14 @@ class InstanceSink:
 
     # -- storing ----------------------------------------------------------------------------------------------
 
-    def _submit(self, uid: str, data: bytes, row: object) -> int:
-        writer = self._s.writer
+    def _submit(self, uid: str, data: bytes, row: object, provisional: bool = False) -> int:
+        s = self._s
+        writer = s.writer
         assert writer is not None
         size = len(data)
+        check = (lambda: self._belongs(uid, row.series_uid)) if provisional else None  # type: ignore[attr-defined]
         try:
-            writer.submit(data, lambda result, error: self._committed(uid, size, error), row=row)
+            writer.submit(data, lambda result, error: self._committed(uid, size, error), row=row, check=check)
         except (StorageFullError, LibraryError) as exc:
             self._forget(uid)
             self._fail(exc)
@@ -332,6 +385,8 @@ class InstanceSink:
 
     def _committed(self, uid: str, size: int, error: BaseException | None) -> None:
         """The writer's callback: the instance's batch is committed (or the instance refused)."""
+        if isinstance(error, Withdrawn):
+            return  # the plan did not list it (_belongs said so and refused it)
         if error is None:
             self._stored_one(uid, size)
             return
