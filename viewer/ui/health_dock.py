@@ -2,7 +2,7 @@
 round trip), refreshed from the health monitor through a queued signal, and below it the event log in plain
 sentences (newest last, bounded).
 
-The widget never probes anything itself: :class:`viewer.ui.cluster_service.RetrievalService` runs the monitor and
+The widget never probes anything itself: :class:`viewer.ui.retrieval_service.RetrievalService` runs the monitor and
 emits ``statuses_changed`` / ``event_logged`` on the GUI thread.
 """
 
