@@ -13,7 +13,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from viewer.errors import MifasError
@@ -125,6 +125,22 @@ def kill_namespace(namespace: str) -> list[int]:
         if namespace in netns_list():
             raise ClusterLabError(f"cannot delete the network namespace {namespace}: {result.stderr.strip()}")
     return stuck
+
+
+def kill_namespaces(namespaces: Iterable[str]) -> tuple[dict[str, list[int]], list[str]]:
+    """:func:`kill_namespace` for each of `namespaces`, all of them even when one fails: the pids that would
+    not die, by namespace, and the errors of those that could not be deleted."""
+    stuck: dict[str, list[int]] = {}
+    errors: list[str] = []
+    for namespace in namespaces:
+        try:
+            left = kill_namespace(namespace)
+        except ClusterLabError as exc:
+            errors.append(str(exc))
+            continue
+        if left:
+            stuck[namespace] = left
+    return stuck, errors
 
 
 def process_state(pid: int) -> str:

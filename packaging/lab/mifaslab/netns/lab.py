@@ -52,6 +52,7 @@ from mifaslab.netns.host import (
     EXIT_WAIT_S,
     ClusterLabError,
     kill_namespace,
+    kill_namespaces,
     kill_processes,
     log_tail,
     netns_list,
@@ -238,16 +239,7 @@ class ClusterLab:
     def down(self) -> None:
         """Kill every process in the lab's namespaces, delete the namespaces (their veths, bridge, iptables
         rules and the nodes' private mounts go with them) and the state file.  Idempotent."""
-        stuck: dict[str, list[int]] = {}
-        errors: list[str] = []
-        for namespace in self.namespaces:  # all of them, even when one fails
-            try:
-                left = kill_namespace(namespace)
-            except ClusterLabError as exc:
-                errors.append(str(exc))
-                continue
-            if left:
-                stuck[namespace] = left
+        stuck, errors = kill_namespaces(self.namespaces)
         orphans = self.orthanc_pids()  # none expected: every Orthanc lives in a node namespace
         for pid in orphans:
             send_signal(pid, signal.SIGKILL)

@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 from mifaslab.netns.host import (
     ClusterLabError,
     kill_namespace,
+    kill_namespaces,
     log_tail,
     netns_list,
     network_namespace,
@@ -197,15 +198,8 @@ class ShapedReplicas:
     def down(self) -> None:
         """SIGKILL every process in the bed's namespaces and delete them (veths, bridge and qdiscs go with them);
         reap the Orthancs.  Idempotent; raises ClusterLabError if anything is left."""
-        errors: list[str] = []
-        for namespace in self.namespaces:  # all of them, even when one fails
-            try:
-                stuck = kill_namespace(namespace)
-            except ClusterLabError as exc:
-                errors.append(str(exc))
-                continue
-            if stuck:
-                errors.append(f"processes {stuck} in {namespace} did not exit after SIGKILL.")
+        stuck, errors = kill_namespaces(self.namespaces)
+        errors += [f"processes {pids} in {namespace} did not exit after SIGKILL." for namespace, pids in stuck.items()]
         for replica in self.replicas:
             replica.orthanc.stop()  # already killed with its namespace: this reaps it and closes its session
         orphans = self.orthanc_pids()  # none expected: each Orthanc lives in its replica's namespace
