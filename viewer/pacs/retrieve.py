@@ -343,8 +343,8 @@ class Retrieval:
         result = sink.total(time.monotonic() - started)
         result = dataclasses.replace(result, skipped_already_held=initial,
                                      failed=sum(o.expected - o.held for o in outcomes.values()))
-        log.info("study %s: %d received, %d already here, %d missing, %d refused", study_uid, result.completed,
-                 initial, result.failed, sink.refused_count)
+        log.info("study %s: %d received, %d already here, %d missing, %d refused, %d second copies dropped",
+                 study_uid, result.completed, initial, result.failed, sink.refused_count, sink.duplicates)
         return RetrievalResult(result, tuple(outcomes[p.series_uid] for p in plans), tuple(self._refused), shares)
 
     def _whole(self, study_uid: str, series_uid: str | None, sink: InstanceSink, started: float) -> RetrievalResult:

@@ -227,11 +227,6 @@ class InstanceSink:
     def duplicates(self) -> int:
         return self._s.duplicates
 
-    @property
-    def refusals(self) -> list[Refusal]:
-        with self._s.lock:
-            return list(self._s.refused)
-
     # -- the transports' side -------------------------------------------------------------------------------
 
     def refusal_status(self) -> int | None:
