@@ -13,7 +13,7 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from viewer.errors import MifasError
@@ -141,6 +141,16 @@ def kill_namespaces(namespaces: Iterable[str]) -> tuple[dict[str, list[int]], li
         if left:
             stuck[namespace] = left
     return stuck, errors
+
+
+def down_after_failure(exc: BaseException, down: Callable[[], None], logs: str) -> BaseException:
+    """A lab that failed to come up: take it down (never leave half a lab) and return the error to raise, with
+    `logs` (the tails that say why) and the cleanup's own failure, if any, appended to a ClusterLabError."""
+    try:
+        down()
+    except ClusterLabError as cleanup:
+        logs = f"\n(and the cleanup failed too: {cleanup}){logs}"
+    return ClusterLabError(f"{exc}{logs}") if isinstance(exc, ClusterLabError) else exc
 
 
 def process_state(pid: int) -> str:

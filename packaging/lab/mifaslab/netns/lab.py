@@ -51,6 +51,7 @@ from mifaslab.netns.config import (
 from mifaslab.netns.host import (
     EXIT_WAIT_S,
     ClusterLabError,
+    down_after_failure,
     kill_namespace,
     kill_namespaces,
     kill_processes,
@@ -226,14 +227,10 @@ class ClusterLab:
             self.wait_vip_answers(timeout_s)
             self._wait_peers(PEERS_TIMEOUT_S)
         except BaseException as exc:
-            logs = self._logs_tail()
-            try:
-                self.down()
-            except ClusterLabError as cleanup:
-                logs = f"\n(and the cleanup failed too: {cleanup}){logs}"
-            if isinstance(exc, ClusterLabError):
-                raise ClusterLabError(f"{exc}{logs}") from exc
-            raise
+            error = down_after_failure(exc, self.down, self._logs_tail())
+            if error is exc:
+                raise
+            raise error from exc
         return self
 
     def down(self) -> None:

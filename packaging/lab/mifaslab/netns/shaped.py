@@ -46,6 +46,7 @@ from typing import Any, TypeVar
 
 from mifaslab.netns.host import (
     ClusterLabError,
+    down_after_failure,
     kill_namespace,
     kill_namespaces,
     log_tail,
@@ -183,13 +184,10 @@ class ShapedReplicas:
             self._check_reachable()
         except BaseException as exc:
             logs = "".join(log_tail(replica.orthanc.log_path, 10) for replica in self.replicas)
-            try:
-                self.down()
-            except ClusterLabError as cleanup:
-                logs = f"\n(and the cleanup failed too: {cleanup}){logs}"
-            if isinstance(exc, ClusterLabError):
-                raise ClusterLabError(f"{exc}{logs}") from exc
-            raise
+            error = down_after_failure(exc, self.down, logs)
+            if error is exc:
+                raise
+            raise error from exc
         self.up_s = time.monotonic() - started
         log.info("shaped replicas up in %.1f s: %s", self.up_s,
                  ", ".join(f"{r.name} at {r.host} ({r.rate_mbit:g} Mbit/s)" for r in self.replicas))
