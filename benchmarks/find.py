@@ -96,7 +96,7 @@ def main() -> None:
             assoc = ae.associate(node.host, node.port, ae_title=node.ae_title)
             assert assoc.is_established
             rows = [identifier_to_dict(identifier)
-                    for status, identifier in assoc.send_c_find(query_identifier("image", keys), model)
+                    for status, identifier in assoc.send_c_find(query_identifier("image", keys).to_dataset(), model)
                     if "Status" in status and status.Status in (0xFF00, 0xFF01) and identifier is not None]
             assoc.release()
             assert len(rows) == n, len(rows)

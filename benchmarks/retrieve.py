@@ -11,7 +11,9 @@ alternates from round to round,
 - ``getscu_sync``: the same followed by sync(2) (getscu leaves its files in the page cache; a library must not);
 - ``engine``: ``viewer.pacs.retrieve.retrieve`` from the node as a cluster of one into a fresh library, in this
   process: plan (lean C-FIND), first/middle/last, lean C-GET, InstanceSink, group commit (durable);
-- ``cli``: ``mifas-pacs get --node ... --library DIR`` as a whole process (start-up and imports included).
+- ``cli``: ``mifas-pacs get --node ... --library DIR`` as a whole process (start-up and imports included), with
+  bytecode as an installed copy has it (the .deb compiles every module at install; here the warm-up run caches
+  it under the work folder: PYTHONPYCACHEPREFIX).
 Figures: ``single_ratio_vs_getscu`` (median over rounds of getscu's time over the engine's: > 1 is faster),
 ``single_ratio_vs_getscu_sync``, ``cli_wall_ratio_vs_getscu`` (getscu's time over the whole mifas-pacs process's),
 ``cli_library_ratio_vs_getscu`` (the same without the interpreter's start-up and imports, ``cli_import_s``),
@@ -55,6 +57,14 @@ CALLING_AE = "MIFASBENCH"
 ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
+def installed_env(work: Path) -> dict[str, str]:
+    """The environment of a command-line run as installed: with bytecode (the .deb compiles every module at
+    install; this checkout's are cached under `work`, outside the repository, by the warm-up run)."""
+    env = {**ENV, "PYTHONPYCACHEPREFIX": str(work / "pycache")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
 def datasets(n: int, size: int, seed: int) -> list[bytes]:
     import pydicom
 
@@ -75,9 +85,9 @@ def study_of(data: bytes) -> tuple[str, str]:
     return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID)
 
 
-def wall(command: list[str], **kwargs: object) -> float:
+def wall(command: list[str], env: dict[str, str] | None = None) -> float:
     started = time.perf_counter()
-    subprocess.run(command, check=True, capture_output=True, timeout=900, env=ENV, **kwargs)  # type: ignore[arg-type]
+    subprocess.run(command, check=True, capture_output=True, timeout=900, env=env or ENV)
     return time.perf_counter() - started
 
 
@@ -102,6 +112,7 @@ def single_node(work: Path, n: int, rounds: int) -> dict[str, object]:
     from viewer.pacs.retrieve import plan_study, retrieve
 
     work.mkdir(parents=True, exist_ok=True)
+    cli_env = installed_env(work)
     parts = datasets(n, 512, seed=7)
     study_uid, series_uid = study_of(parts[0])
     times: dict[str, list[float]] = {k: [] for k in ("getscu", "getscu_sync", "engine", "cli", "findscu", "plan")}
@@ -131,7 +142,8 @@ def single_node(work: Path, n: int, rounds: int) -> dict[str, object]:
             library = Path(tempfile.mkdtemp(dir=work)) / "lib"
             subprocess.run([str(MIFAS_PACS), "get", "--config", str(settings), "--calling-ae", CALLING_AE,
                             "--node", f"{node.ae_title}@{node.host}:{node.port}", "--study", study_uid,
-                            "--library", str(library)], check=True, capture_output=True, timeout=600, env=ENV)
+                            "--library", str(library)], check=True, capture_output=True, timeout=600,
+                           env=cli_env)
 
         def findscu() -> None:
             subprocess.run([FINDSCU, "-S", *address, "-k", "QueryRetrieveLevel=IMAGE",
@@ -153,10 +165,10 @@ def single_node(work: Path, n: int, rounds: int) -> dict[str, object]:
             for folder in work.iterdir():
                 if folder.is_dir() and folder.name.startswith("tmp"):
                     shutil.rmtree(folder, ignore_errors=True)
-    startup = statistics.median(wall([str(MIFAS_PACS), "--version"]) for _ in range(7))
+    startup = statistics.median(wall([str(MIFAS_PACS), "--version"], cli_env) for _ in range(7))
     imports = statistics.median(wall([sys.executable, "-c", "import viewer.pacs.cli, viewer.pacs.retrieve, "
                                       "viewer.library.jobs, viewer.pacs.fastget, viewer.pacs.fastfind, "
-                                      "viewer.pacs.resume"]) for _ in range(5))
+                                      "viewer.pacs.resume"], cli_env) for _ in range(5))
     cli_net = [max(c - imports, 1e-3) for c in times["cli"]]
     nbytes = sum(len(p) for p in parts)
     return {
@@ -252,7 +264,8 @@ def memory(work: Path, large: int) -> dict[str, object]:
             done = subprocess.run([sys.executable, "-c", probe, str(MIFAS_PACS), "get", "--config", str(settings),
                                    "--calling-ae", CALLING_AE, "--node", f"{node.ae_title}@{node.host}:{node.port}",
                                    "--study", study_uid, "--library", str(work / f"lib-{count}")],
-                                  check=True, capture_output=True, text=True, timeout=1800, env=ENV)
+                                  check=True, capture_output=True, text=True, timeout=1800,
+                                  env=installed_env(work))
             out[str(count)] = int(done.stdout.split()[-1]) / 1024  # KiB -> MiB
     return {"instances_200_rss_mib": round(out["200"], 1), f"instances_{large}_rss_mib": round(out[str(large)], 1),
             "rss_ratio_large_vs_200": round(out[str(large)] / out["200"], 3), "memory_large_instances": large}

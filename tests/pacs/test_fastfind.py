@@ -15,6 +15,7 @@ import tracemalloc
 import warnings
 from collections.abc import Callable, Iterator
 
+import pynetdicom.dsutils
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -61,7 +62,7 @@ def pynetdicom_rows(node: Node, level: str, keys: dict[str, str]) -> list[dict[s
     assert assoc.is_established
     rows = []
     try:
-        for status, identifier in assoc.send_c_find(query_identifier(level, keys), model):
+        for status, identifier in assoc.send_c_find(query_identifier(level, keys).to_dataset(), model):
             assert "Status" in status
             if status.Status in (0xFF00, 0xFF01):
                 assert identifier is not None
@@ -81,13 +82,13 @@ def ordered(rows: list[dict[str, str]]) -> list[list[tuple[str, str]]]:
 def fallbacks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the matches that took pydicom's path instead of the hand-written reader."""
     calls: list[int] = []
-    real = fastfind.decode
+    real = pynetdicom.dsutils.decode  # fastfind imports it where it falls back, so this is what it calls
 
     def counting(*args: object) -> Dataset:
         calls.append(1)
         return real(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(fastfind, "decode", counting)
+    monkeypatch.setattr(pynetdicom.dsutils, "decode", counting)
     return calls
 
 

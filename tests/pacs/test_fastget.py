@@ -18,6 +18,7 @@ from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE, PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION, evt
 from pynetdicom.dsutils import encode_file_meta as pynetdicom_encode_file_meta
 from pynetdicom.pdu import A_ASSOCIATE_RQ
+from pynetdicom.presentation import build_context, build_role
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelGet
 
 from mifaslab.orthanc import OrthancProcess, free_port
@@ -65,14 +66,16 @@ def pynetdicom_get(node: Node, study_uid: str, series_uid: str | None = None, ui
         received.append(event.encoded_dataset(include_meta=True))
         return 0x0000
 
-    contexts, roles = get_presentation_contexts(sop_class_uids)
+    proposed, scp_classes = get_presentation_contexts(sop_class_uids)
+    contexts = [build_context(cx.abstract_syntax, list(cx.transfer_syntaxes)) for cx in proposed]
+    roles = [build_role(uid, scp_role=True) for uid in scp_classes]
     ae = AE(ae_title=node.calling_ae)
     assoc = ae.associate(node.host, node.port, contexts=contexts, ae_title=node.ae_title, ext_neg=roles,
                          evt_handlers=[(evt.EVT_C_STORE, on_store)])
     assert assoc.is_established
     try:
         for identifier in retrieve_identifiers(study_uid, series_uid, uids):
-            for status, _ in assoc.send_c_get(identifier, StudyRootQueryRetrieveInformationModelGet):
+            for status, _ in assoc.send_c_get(identifier.to_dataset(), StudyRootQueryRetrieveInformationModelGet):
                 assert status
     finally:
         assoc.release()
@@ -102,6 +105,15 @@ def test_file_meta_matches_pynetdicom() -> None:
     got = pdu.encode_file_meta(str(CTImageStorage), "1.2.3.45", ImplicitVRLittleEndian,
                                str(PYNETDICOM_IMPLEMENTATION_UID), PYNETDICOM_IMPLEMENTATION_VERSION)
     assert got == want
+
+
+def test_our_implementation_is_the_installed_pynetdicom_s() -> None:
+    # written out in association.py (the lean transports do not import pynetdicom): they must stay pynetdicom's,
+    # so that lean C-GET files and the C-MOVE Storage SCP's are byte-identical
+    from viewer.pacs.association import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+    assert (IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME) == (
+        str(PYNETDICOM_IMPLEMENTATION_UID), PYNETDICOM_IMPLEMENTATION_VERSION)
 
 
 def test_associate_rq_is_what_pynetdicom_decodes() -> None:

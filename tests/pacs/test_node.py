@@ -88,7 +88,7 @@ def test_first_middle_last(count: int, expected: list[int]) -> None:
 def _syntaxes_by_class(contexts) -> dict[str, list[list[str]]]:  # noqa: ANN001
     result: dict[str, list[list[str]]] = {}
     for cx in contexts:
-        result.setdefault(str(cx.abstract_syntax), []).append([str(t) for t in cx.transfer_syntax])
+        result.setdefault(cx.abstract_syntax, []).append(list(cx.transfer_syntaxes))
     return result
 
 
@@ -101,8 +101,8 @@ def test_default_get_contexts_fit_and_cover() -> None:
         assert [ExplicitVRLittleEndian, "1.2.840.10008.1.2"] in by_class[uid]
         assert {s[0] for s in by_class[uid] if len(s) == 1} == set(COMPRESSED_SYNTAXES)
     assert by_class[RTStructureSetStorage] == [[ExplicitVRLittleEndian, "1.2.840.10008.1.2"]]
-    assert {str(r.sop_class_uid) for r in roles} == set(by_class) - {"1.2.840.10008.5.1.4.1.2.2.3"}
-    assert all(r.scp_role and not r.scu_role for r in roles)
+    assert set(roles) == set(by_class) - {"1.2.840.10008.5.1.4.1.2.2.3"}
+    assert [cx.context_id for cx in contexts] == list(range(1, 2 * len(contexts), 2))  # odd, 1-255 (PS3.8 9.3.2.2)
 
 
 def test_contexts_for_the_study_classes() -> None:

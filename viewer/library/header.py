@@ -16,13 +16,17 @@ import os
 import re
 import struct
 from dataclasses import dataclass
-
-import pydicom
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from typing import TYPE_CHECKING
 
 from viewer.errors import MalformedDicomError, NotDicomError
+from viewer.imports import need
 from viewer.uid import is_valid_uid
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+# pydicom is imported where it reads (read_header, and the fast reader's fallback), so that a retrieval whose
+# headers the fast reader takes (every little-endian one with plain values) never imports it.
 
 # Header reading stops before Pixel Data; this caps what a hostile header may make us read.
 HEADER_BYTES_MAX = 64 << 20
@@ -65,6 +69,10 @@ def read_header(source: str | os.PathLike | io.BufferedIOBase | bytes) -> Datase
     Raises NotDicomError for anything that is not DICOM (including empty files) and MalformedDicomError for DICOM
     that is truncated or lacks valid Study/Series/SOP Instance UIDs.
     """
+    need("pydicom")
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     fp: io.BufferedIOBase
     if isinstance(source, bytes):
         fp = io.BytesIO(source)

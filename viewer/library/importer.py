@@ -14,9 +14,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pydicom
-
 from viewer.errors import LibraryError, MifasError, StorageFullError
+from viewer.imports import need
 from viewer.library.store import Library, StoreResult
 
 # Files stored concurrently: fsync and file I/O release the GIL, parsing does not; more than a few gains nothing.
@@ -89,6 +88,9 @@ def expand_paths(paths: Iterable[Path | str]) -> list[Path]:
 
 def dicomdir_files(path: Path) -> list[Path]:
     """Files referenced by a DICOMDIR (PS3.10 media), resolved inside the DICOMDIR's folder only."""
+    need("pydicom")
+    import pydicom  # here: reading a DICOMDIR is the only use, and pydicom costs ~0.3 s to import
+
     base = path.parent.resolve()
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)

@@ -44,12 +44,10 @@ import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from typing import TYPE_CHECKING
 
 from viewer.errors import InstanceNotFoundError, LibraryError, MalformedDicomError, StorageFullError
+from viewer.imports import need
 from viewer.library.disk import (
     _SYNCFS_WORKS,
     _fsync_dir,
@@ -61,6 +59,9 @@ from viewer.library.disk import (
 )
 from viewer.library.header import _IndexRow, _row_from_dataset, index_row, read_header
 from viewer.uid import is_valid_uid as is_valid_uid  # re-exported: callers import it from here
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
 
 SCHEMA_VERSION = 2
 # (version reached, script): 1 the index itself, 2 retrieval jobs (viewer.library.jobs).
@@ -265,6 +266,9 @@ class Library:
 
     def store_dataset(self, ds: Dataset) -> StoreResult:
         """Store a decoded dataset (it must carry file_meta with a Transfer Syntax UID)."""
+        need("pydicom")
+        import pydicom
+
         buf = io.BytesIO()
         try:
             pydicom.dcmwrite(buf, ds, enforce_file_format=True)
@@ -620,6 +624,11 @@ def _chunks(fp: io.BufferedIOBase) -> Iterator[bytes]:
 
 def _as_part10(path: Path) -> bytes:
     """Re-encode a DICOM file that lacks the Part 10 header into a proper Part 10 file."""
+    need("pydicom")
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
     try:
         ds = pydicom.dcmread(path, force=True)
         meta = ds.file_meta if getattr(ds, "file_meta", None) is not None else FileMetaDataset()

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 
 import viewer
 from viewer.errors import LibraryError, MifasError, NotDicomError, OperationCancelled, StorageFullError
+from viewer.imports import need
 from viewer.pacs.cluster_cli import add_cluster_arguments
 from viewer.uid import is_valid_uid
 
@@ -137,6 +138,7 @@ def _resolve_node(args: argparse.Namespace, settings_nodes: Sequence[Node], call
 
 
 def _parse_keys(pairs: Sequence[str]) -> dict[str, str]:
+    need("pydicom")
     from pydicom.datadict import tag_for_keyword
 
     if len(pairs) > KEYS_MAX:

@@ -13,7 +13,7 @@ from collections.abc import Collection, Mapping, Sequence
 from typing import Literal, Protocol, runtime_checkable
 
 from viewer.errors import PacsError
-from viewer.pacs.dicomweb import DicomWebClient
+from viewer.imports import need
 from viewer.pacs.dimse import DEFAULT_ASSOCIATIONS, DimseClient
 from viewer.pacs.node import (
     DEFAULT_STORAGE_PORT,
@@ -83,6 +83,9 @@ def open_client(
     if via == "wado":
         if not node.dicomweb_url:
             raise PacsError(f"No DICOMweb URL is configured for the node '{node.name}'.")
+        need("requests", "pydicom")  # dicomweb imports both
+        from viewer.pacs.dicomweb import DicomWebClient  # here: requests costs ~0.1 s to import
+
         return DicomWebClient(node.dicomweb_url, node.timeouts, node=node)
     if via in ("get", "move"):
         return DimseClient(node, via=via, storage_port=move_port or DEFAULT_STORAGE_PORT,

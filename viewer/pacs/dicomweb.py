@@ -35,6 +35,7 @@ from viewer.pacs.node import (
     DEFAULT_RETURN_KEYS,
     FIND_RESULTS_LIMIT_MAX,
     FIND_RESULTS_MAX,
+    AnyEvent,
     Node,
     Progress,
     RetrieveResult,
@@ -481,16 +482,6 @@ class DicomWebClient:
         except requests.RequestException as exc:  # ChunkedEncodingError, ContentDecodingError
             raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a damaged answer ({_reason(exc)}).",
                                 transient=True) from exc
-
-
-class AnyEvent:
-    """Looks like a threading.Event to _fetch: set when either event is (the caller's cancel or a failure)."""
-
-    def __init__(self, *events: threading.Event | None) -> None:
-        self._events = [e for e in events if e is not None]
-
-    def is_set(self) -> bool:
-        return any(e.is_set() for e in self._events)
 
 
 def _content_type(response: requests.Response) -> str:

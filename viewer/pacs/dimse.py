@@ -21,22 +21,12 @@ from __future__ import annotations
 import io
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
-
-import pydicom
-from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
-from pynetdicom import _config as pynetdicom_config
-from pynetdicom.association import Association
-from pynetdicom.presentation import PresentationContext, build_context
-from pynetdicom.sop_class import (
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
+from typing import TYPE_CHECKING, Any
 
 from viewer.errors import (
     AssociationAbortedError,
@@ -47,6 +37,7 @@ from viewer.errors import (
     PacsStatusError,
     PacsTimeoutError,
 )
+from viewer.imports import need
 from viewer.library.store import is_valid_uid
 from viewer.pacs.association import MAX_PDU_BYTES, rejection_error, unreachable_error
 from viewer.pacs.contexts import PRESENTATION_CONTEXTS_MAX, UNCOMPRESSED_SYNTAXES
@@ -61,10 +52,18 @@ from viewer.pacs.node import (
     Sink,
     validate_ae_title,
 )
-from viewer.pacs.query import retrieve_identifiers
+from viewer.pacs.query import Identifier, retrieve_identifiers
 from viewer.pacs.sink import InstanceSink
 from viewer.pacs.status import CANCEL, FAILURE, PENDING, WARNING, DimseStatus, category, describe_status
 from viewer.pacs.storage_scp import DEFAULT_STORAGE_ADDRESS, Activity, Peers, StorageScp
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+    from pynetdicom.association import Association
+    from pynetdicom.presentation import PresentationContext
+
+# pydicom and pynetdicom are imported by the operations that use them (C-ECHO, C-STORE, C-MOVE), not here: the
+# lean C-GET and C-FIND need neither, so ``mifas-pacs get`` does not pay for their import (about 0.3 s).
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +82,14 @@ CANCELLED = "The retrieval was cancelled; the images already received were kept.
 
 def keep_patient_data_out_of_logs() -> None:
     """Stop pynetdicom from logging every query and response identifier (patient names, IDs, birth dates) at
-    INFO level.  Process-wide, so the entry points (``mifas-pacs``, ``mifas-viewer``) call it once at start."""
+    INFO level.  Process-wide: the entry points (``mifas-pacs``, ``mifas-viewer``) call it at start, and every
+    association of ours through pynetdicom (:func:`_connect`, the Storage SCP) again once pynetdicom is imported
+    (the lean transports do not import it at all)."""
+    if "pynetdicom" not in sys.modules:
+        return
+    need("pynetdicom")
+    from pynetdicom import _config as pynetdicom_config
+
     pynetdicom_config.LOG_REQUEST_IDENTIFIERS = False
     pynetdicom_config.LOG_RESPONSE_IDENTIFIERS = False
 
@@ -135,6 +141,10 @@ def _connect(
     activity: Activity | None = None,
 ) -> _Connection:
     """Open an association to `node` proposing `contexts`, or raise the translated reason it failed."""
+    need("pynetdicom")
+    from pynetdicom import AE, evt
+
+    keep_patient_data_out_of_logs()
     activity = activity or Activity()
     connected = threading.Event()
     ae = AE(ae_title=node.calling_ae)
@@ -290,6 +300,10 @@ class DimseClient:
 
     def echo(self) -> float:
         """Verify the node answers DICOM; return the C-ECHO round trip in seconds (association excluded)."""
+        need("pynetdicom")
+        from pynetdicom.presentation import build_context
+        from pynetdicom.sop_class import Verification
+
         conn = _connect(self.node, [build_context(Verification)])
         try:
             with _Watchdog(conn, self.node.timeouts.dimse_s, lambda: False, lambda: None) as dog:
@@ -342,6 +356,9 @@ class DimseClient:
         Instance (0x0111) mean the node holds the instance.  A failure status is returned, not raised: it
         concerns that instance only.  Association failures raise the translated error.
         """
+        need("pynetdicom")
+        from pynetdicom.presentation import build_context
+
         if len(instances) > STORE_INSTANCES_MAX:
             raise ValueError(f"at most {STORE_INSTANCES_MAX} instances per store() call")
         pairs: dict[tuple[str, str], None] = {}  # (SOP class, transfer syntax): one context each
@@ -418,6 +435,10 @@ class DimseClient:
         with our own :class:`StorageScp` on `storage_port` for the duration.  The PACS sends them over its
         own association(s) to the host and port it has configured for that AE title; only this node (and
         ``move_peers``) may, and only what was asked for is kept."""
+        need("pynetdicom")
+        from pynetdicom.presentation import build_context
+        from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
+
         destination = validate_ae_title(destination_ae or self.node.calling_ae, "move destination AE title")
         port = self.storage_port if storage_port is None else storage_port
         address = storage_address or self.storage_address
@@ -433,8 +454,8 @@ class DimseClient:
             def connect() -> _Connection:
                 return _connect(self.node, [build_context(model, list(UNCOMPRESSED_SYNTAXES))], activity=scp.activity)
 
-            def send(conn: _Connection, identifier: Dataset, msg_id: int) -> Iterator[Any]:
-                return conn.assoc.send_c_move(identifier, destination, model, msg_id=msg_id)
+            def send(conn: _Connection, identifier: Identifier, msg_id: int) -> Iterator[Any]:
+                return conn.assoc.send_c_move(identifier.to_dataset(), destination, model, msg_id=msg_id)
 
             hint = (f"; check that it knows '{destination}' as a C-MOVE destination at this computer's address, "
                     f"port {scp.port}")
@@ -489,7 +510,7 @@ class DimseClient:
         sink: InstanceSink,
         cancel: threading.Event | None,
         connect: Callable[[], _Connection],
-        send: Callable[[_Connection, Dataset, int], Iterator[Any]],
+        send: Callable[[_Connection, Identifier, int], Iterator[Any]],
         failure_hint: str,
     ) -> RetrieveResult:
         """Run a C-MOVE over one or more lanes (associations), each with its own identifiers."""
@@ -503,7 +524,7 @@ class DimseClient:
         def stop() -> bool:
             return sink.fatal is not None or lane_failed.is_set() or (cancel is not None and cancel.is_set())
 
-        def run_lane(identifiers: list[Dataset]) -> None:
+        def run_lane(identifiers: list[Identifier]) -> None:
             conn = connect()
             try:
                 for identifier in identifiers:
@@ -554,7 +575,7 @@ class DimseClient:
         sink: InstanceSink,
         counts: _MoveCounts,
         stop: Callable[[], bool],
-        identifier: Dataset,
+        identifier: Identifier,
         send: Callable[[int], Iterator[Any]],
         failure_hint: str,
     ) -> None:
@@ -647,7 +668,7 @@ def _note_pending(sink: InstanceSink, status: Dataset) -> None:
         sink.note_total(sum(counts))
 
 
-def _count_uids(identifier: Dataset) -> int | None:
+def _count_uids(identifier: Identifier) -> int | None:
     if identifier.QueryRetrieveLevel != "IMAGE":
         return None
     value = identifier.SOPInstanceUID
@@ -656,6 +677,9 @@ def _count_uids(identifier: Dataset) -> int | None:
 
 def _part10_dataset(data: bytes, stop_before_pixels: bool = False) -> Dataset:
     """Decode one Part 10 file for sending; a file we cannot send raises MalformedDicomError."""
+    need("pydicom")
+    import pydicom
+
     try:
         ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
         _ = ds.file_meta.TransferSyntaxUID, ds.SOPClassUID, ds.SOPInstanceUID

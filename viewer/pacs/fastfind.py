@@ -24,24 +24,21 @@ import io
 import logging
 import re
 import struct
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 
-import pydicom.hooks
-from pydicom import config as pydicom_config
-from pydicom.datadict import dictionary_has_tag, dictionary_VR, keyword_for_tag
-from pydicom.dataset import Dataset
-from pydicom.uid import ImplicitVRLittleEndian
-from pynetdicom.dsutils import decode, encode
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelFind,
-)
-
 from viewer.errors import OperationCancelled, PacsError, PacsStatusError
+from viewer.imports import need
 from viewer.pacs.association import DeadlineExceeded, IdleTimeout, LeanAssociation
-from viewer.pacs.contexts import UNCOMPRESSED_SYNTAXES
+from viewer.pacs.contexts import (
+    PATIENT_ROOT_FIND,
+    STUDY_ROOT_FIND,
+    UNCOMPRESSED_SYNTAXES,
+    ImplicitVRLittleEndian,
+)
+from viewer.pacs.elements import keyword_of
 from viewer.pacs.node import FIND_RESULTS_LIMIT_MAX, FIND_RESULTS_MAX, Matches, Node
 from viewer.pacs.pdu import (
     DATA_SET_ABSENT,
@@ -52,13 +49,11 @@ from viewer.pacs.pdu import (
     ProtocolError,
     encode_command,
 )
-from viewer.pacs.query import identifier_to_dict, query_identifier
+from viewer.pacs.query import Identifier, identifier_to_dict, query_identifier
 from viewer.pacs.status import CANCEL, FAILURE, PENDING, WARNING, DimseStatus, category, describe_status
 
 log = logging.getLogger(__name__)
 
-STUDY_ROOT_FIND = str(StudyRootQueryRetrieveInformationModelFind)
-PATIENT_ROOT_FIND = str(PatientRootQueryRetrieveInformationModelFind)
 FIND_CONTEXT_ID = 1  # the one presentation context we propose
 # A match is a flat list of a few dozen short attributes (hundreds of bytes).  A megabyte is far beyond any
 # real one, yet small enough that a broken or hostile peer cannot make us hold much: a longer identifier is
@@ -121,7 +116,7 @@ def _element(tag: int) -> tuple[str, str] | None:
         return _ELEMENTS[tag]
     except KeyError:
         pass
-    entry = (keyword_for_tag(tag), dictionary_VR(tag)) if dictionary_has_tag(tag) else None
+    entry = keyword_of(tag)
     _ELEMENTS[tag] = entry
     return entry
 
@@ -251,13 +246,23 @@ def read_identifier(data: bytes, implicit: bool) -> dict[str, str] | None:
 
 
 def _reader_applies() -> bool:
-    """Whether pydicom is configured as :func:`read_identifier` assumes (the defaults)."""
-    hooks = pydicom.hooks.hooks
-    return (not pydicom_config.datetime_conversion and not pydicom_config.use_IS_numpy
-            and pydicom_config.settings.reading_validation_mode != pydicom_config.RAISE
-            and pydicom_config.data_element_callback is None
-            and hooks.raw_element_vr is pydicom.hooks.raw_element_vr
-            and hooks.raw_element_value is pydicom.hooks.raw_element_value and not hooks.raw_element_kwargs)
+    """Whether pydicom is configured as :func:`read_identifier` assumes (its defaults).  Imports nothing: when
+    nothing has imported pydicom its defaults hold; while another thread is importing it (a module only partly
+    initialised), pydicom's own path is taken, which waits for that import."""
+    if "pydicom" not in sys.modules:
+        return True
+    config = sys.modules.get("pydicom.config")
+    hooks_module = sys.modules.get("pydicom.hooks")
+    try:
+        hooks = hooks_module.hooks  # type: ignore[union-attr]
+        return (not config.datetime_conversion and not config.use_IS_numpy  # type: ignore[union-attr]
+                and config.settings.reading_validation_mode != config.RAISE  # type: ignore[union-attr]
+                and config.data_element_callback is None  # type: ignore[union-attr]
+                and hooks.raw_element_vr is hooks_module.raw_element_vr  # type: ignore[union-attr]
+                and hooks.raw_element_value is hooks_module.raw_element_value  # type: ignore[union-attr]
+                and not hooks.raw_element_kwargs)
+    except AttributeError:  # None, or not yet initialised
+        return False
 
 
 def identifier_dict(data: bytes, implicit: bool) -> dict[str, str]:
@@ -268,6 +273,9 @@ def identifier_dict(data: bytes, implicit: bool) -> dict[str, str]:
         row = read_identifier(data, implicit)
         if row is not None:
             return row
+    need("pynetdicom")
+    from pynetdicom.dsutils import decode
+
     return identifier_to_dict(decode(io.BytesIO(data), implicit, True))
 
 
@@ -303,11 +311,9 @@ class _FindAssociation(LeanAssociation):
             raise PacsError(f"The PACS {self.node.describe()} does not offer C-FIND ({root}).")
         self.implicit = self.syntax_by_context[FIND_CONTEXT_ID] == ImplicitVRLittleEndian
 
-    def send_find(self, identifier: Dataset) -> None:
+    def send_find(self, identifier: Identifier) -> None:
         """C-FIND-RQ (PS3.7 9.3.2.1)."""
-        payload = encode(identifier, self.implicit, True)
-        if payload is None:
-            raise PacsError("The search keys cannot be encoded.")
+        payload = identifier.encode(self.implicit)
         self.find_msg_id = self.next_msg_id()
         command = encode_command({
             CommandTag.AFFECTED_SOP_CLASS_UID: self.model,
@@ -376,7 +382,7 @@ class _FindAssociation(LeanAssociation):
             self._send_cancel("limit")
         return None
 
-    def run(self, identifier: Dataset) -> Matches:
+    def run(self, identifier: Identifier) -> Matches:
         """Open, query, release; the matches, or the translated error."""
         self.open()
         self.send_find(identifier)

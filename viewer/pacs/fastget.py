@@ -30,7 +30,6 @@ name, as pynetdicom's ``event.encoded_dataset()`` would.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
 import time
@@ -38,33 +37,28 @@ from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from pydicom.dataset import Dataset
-from pydicom.uid import ImplicitVRLittleEndian
-from pynetdicom.dsutils import decode, encode
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelGet
-
 from viewer.errors import OperationCancelled, PacsError, PacsStatusError
 from viewer.pacs.association import DeadlineExceeded, IdleTimeout, LeanAssociation
-from viewer.pacs.contexts import get_presentation_contexts
+from viewer.pacs.contexts import STUDY_ROOT_GET, ImplicitVRLittleEndian, get_presentation_contexts
 from viewer.pacs.dimse import LANE_INSTANCES_MIN
+from viewer.pacs.fastfind import identifier_dict
 from viewer.pacs.node import Node, Progress, RetrieveResult, Sink
 from viewer.pacs.pdu import (
     DATA_SET_ABSENT,
     PRIORITY_MEDIUM,
     CommandField,
     CommandTag,
-    ProposedContext,
     ProtocolError,
     encode_command,
     encode_file_meta,
 )
-from viewer.pacs.query import retrieve_identifiers
+from viewer.pacs.query import Identifier, retrieve_identifiers
 from viewer.pacs.sink import TOO_LARGE, InstanceSink
 from viewer.pacs.status import FAILURE, PENDING, DimseStatus, category, describe_status
 
 log = logging.getLogger(__name__)
 
-GET_MODEL = str(StudyRootQueryRetrieveInformationModelGet)
+GET_MODEL = STUDY_ROOT_GET
 DATASET_BYTES_MAX = 2 << 30  # a larger instance is refused (Out of Resources) and its bytes are discarded
 CANCEL_GRACE_S = 5.0  # after a C-CANCEL-RQ the peer has this long to send its final C-GET-RSP
 DEFAULT_ASSOCIATIONS = 2
@@ -102,10 +96,8 @@ class _GetAssociation(LeanAssociation):
 
     def __init__(self, node: Node, sop_class_uids: Collection[str] | None, lanes: _Lanes,
                  deadline: float | None, dataset_bytes_max: int) -> None:
-        contexts, roles = get_presentation_contexts(sop_class_uids)
-        proposed = [ProposedContext(2 * i + 1, str(cx.abstract_syntax), tuple(str(t) for t in cx.transfer_syntax))
-                    for i, cx in enumerate(contexts)]
-        super().__init__(node, proposed, [str(r.sop_class_uid) for r in roles], deadline)
+        contexts, scp_role_sop_classes = get_presentation_contexts(sop_class_uids)
+        super().__init__(node, contexts, scp_role_sop_classes, deadline)
         self.lanes = lanes
         self.dataset_bytes_max = dataset_bytes_max
         self.outcome = _Outcome()
@@ -119,12 +111,10 @@ class _GetAssociation(LeanAssociation):
         if not self.get_context_id:
             raise PacsError(f"The PACS {self.node.describe()} does not offer C-GET (Study Root).")
 
-    def send_get(self, identifier: Dataset) -> None:
+    def send_get(self, identifier: Identifier) -> None:
         """C-GET-RQ (PS3.7 9.3.3.1)."""
         syntax = self.syntax_by_context[self.get_context_id]
-        payload = encode(identifier, syntax == ImplicitVRLittleEndian, True)
-        if payload is None:
-            raise PacsError("The C-GET identifier cannot be encoded.")
+        payload = identifier.encode(syntax == ImplicitVRLittleEndian)
         self.current_msg_id = self.next_msg_id()
         command = encode_command({
             CommandTag.AFFECTED_SOP_CLASS_UID: GET_MODEL,
@@ -157,7 +147,7 @@ class _GetAssociation(LeanAssociation):
         if self.cancel_deadline is not None and now > self.cancel_deadline:
             raise OperationCancelled(CANCELLED)
 
-    def run_get(self, identifier: Dataset) -> tuple[dict[int, int | str], Dataset | None]:
+    def run_get(self, identifier: Identifier) -> tuple[dict[int, int | str], dict[str, str] | None]:
         """Send one C-GET-RQ and serve its C-STORE sub-operations until the final C-GET-RSP; return it."""
         self.cancel_deadline = None
         self.send_get(identifier)
@@ -210,7 +200,7 @@ class _GetAssociation(LeanAssociation):
         self.send_message(context_id, command)
 
     def _on_c_get_rsp(self, command: dict[int, int | str],
-                      data: list[memoryview] | None) -> tuple[dict[int, int | str], Dataset | None] | None:
+                      data: list[memoryview] | None) -> tuple[dict[int, int | str], dict[str, str] | None] | None:
         status = int(command.get(CommandTag.STATUS, DimseStatus.UNABLE_TO_PROCESS))
         if category(status) == PENDING:
             counts = [command.get(t) for t in (CommandTag.NUMBER_OF_REMAINING_SUBOPERATIONS,
@@ -224,7 +214,7 @@ class _GetAssociation(LeanAssociation):
         if data:
             syntax = self.syntax_by_context.get(self.get_context_id, ImplicitVRLittleEndian)
             try:
-                identifier = decode(io.BytesIO(b"".join(data)), syntax == ImplicitVRLittleEndian, True)
+                identifier = identifier_dict(b"".join(data), syntax == ImplicitVRLittleEndian)
             except Exception:  # a broken Failed SOP Instance UID List must not hide the status
                 log.debug("undecodable C-GET-RSP identifier", exc_info=True)
         return command, identifier
@@ -280,9 +270,9 @@ class FastGetClient:
                                     warnings=sum(o.warnings for o in outcomes),
                                     failed_uids=[u for o in outcomes for u in o.failed_uids])
 
-    def _run_lanes(self, identifiers: list[list[Dataset]], lanes: _Lanes,
+    def _run_lanes(self, identifiers: list[list[Identifier]], lanes: _Lanes,
                    sop_class_uids: Collection[str] | None, deadline: float | None) -> list[_Outcome]:
-        def run(lane: list[Dataset]) -> _Outcome:
+        def run(lane: list[Identifier]) -> _Outcome:
             try:
                 return self._run_lane(lane, lanes, sop_class_uids, deadline)
             except BaseException:
@@ -307,7 +297,7 @@ class FastGetClient:
         count = max(1, min(self.associations, len(uids) // max(1, per_lane)))
         return [uids[i::count] for i in range(count)]
 
-    def _run_lane(self, identifiers: list[Dataset], lanes: _Lanes, sop_class_uids: Collection[str] | None,
+    def _run_lane(self, identifiers: list[Identifier], lanes: _Lanes, sop_class_uids: Collection[str] | None,
                   deadline: float | None) -> _Outcome:
         assoc = _GetAssociation(self.node, sop_class_uids, lanes, deadline, self.dataset_bytes_max)
         try:
@@ -333,8 +323,8 @@ class FastGetClient:
         finally:
             assoc.close()
 
-    def _final(self, assoc: _GetAssociation, identifier: Dataset, command: dict[int, int | str],
-               response_identifier: Dataset | None, offered_before: int) -> None:
+    def _final(self, assoc: _GetAssociation, identifier: Identifier, command: dict[int, int | str],
+               response_identifier: dict[str, str] | None, offered_before: int) -> None:
         """Add up the final C-GET-RSP (PS3.4 C.4.3.1.6) and raise for a cancel or failure status."""
         outcome = assoc.outcome
         offered = outcome.offered - offered_before
@@ -349,10 +339,8 @@ class FastGetClient:
             outcome.failed += failed
         elif requested is not None:
             outcome.failed += max(requested - offered, 0)
-        if response_identifier is not None and "FailedSOPInstanceUIDList" in response_identifier:
-            value = response_identifier.FailedSOPInstanceUIDList
-            values = value if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else [value]
-            outcome.failed_uids += [str(v) for v in values if v]
+        if response_identifier is not None and response_identifier.get("FailedSOPInstanceUIDList"):
+            outcome.failed_uids += [v for v in response_identifier["FailedSOPInstanceUIDList"].split("\\") if v]
         if assoc.lanes.sink.fatal is not None:
             raise assoc.lanes.sink.fatal
         code = int(command.get(CommandTag.STATUS, DimseStatus.UNABLE_TO_PROCESS))
@@ -365,9 +353,9 @@ class FastGetClient:
                 f"The PACS {self.node.describe()} could not complete the C-GET: {describe_status(code)}.", code)
 
 
-def count_uids(identifier: Dataset) -> int | None:
+def count_uids(identifier: Identifier) -> int | None:
     """How many SOP Instance UIDs an IMAGE-level identifier lists (None at STUDY and SERIES level)."""
     if identifier.QueryRetrieveLevel != "IMAGE":
         return None
     value = identifier.SOPInstanceUID
-    return len(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else 1
+    return len(value) if isinstance(value, list) else 1

@@ -25,9 +25,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
-import requests
-
 from viewer.errors import MifasError
+from viewer.imports import need
 from viewer.pacs.cluster import MEMBERS_MAX, ClusterAddress, ClusterProfile
 from viewer.pacs.dimse import DimseClient
 from viewer.pacs.node import Node, Timeouts
@@ -340,6 +339,9 @@ def _host_answers(host: str, port: int, timeout_s: float) -> bool:
 
 def _http_up(url: str, timeout_s: float) -> bool:
     """Whether an HTTP server answers at `url` with anything but a 5xx (bounded by `timeout_s`)."""
+    need("requests")
+    import requests  # here: a command-line retrieval imports this module but probes nothing over HTTP
+
     try:
         with requests.get(url, timeout=(timeout_s, HTTP_PROBE_TIMEOUT_S), stream=True) as response:
             return response.status_code < 500
@@ -349,6 +351,9 @@ def _http_up(url: str, timeout_s: float) -> bool:
 
 def _orthanc_name(rest_url: str, timeout_s: float) -> str | None:
     """Orthanc's configured ``Name`` (``GET /system``), or None if it cannot be asked."""
+    need("requests")
+    import requests
+
     try:
         response = requests.get(f"{rest_url}/system", timeout=(timeout_s, HTTP_PROBE_TIMEOUT_S))
         if response.status_code != 200:

@@ -308,3 +308,14 @@ class Matches(list[dict[str, str]]):
     """
 
     truncated: bool = False  # set on the instance by whoever cut the query short
+
+
+class AnyEvent:
+    """Looks like a threading.Event to a transport's cancel check: set when any of the events is (the caller's
+    cancel, a failure elsewhere, the engine stopping a pass)."""
+
+    def __init__(self, *events: Any) -> None:
+        self._events = [e for e in events if e is not None]
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self._events)

@@ -23,12 +23,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import pydicom
-
 from viewer.errors import MifasError, OperationCancelled, PacsError
+from viewer.imports import need
 from viewer.library.store import Library
 from viewer.pacs.cluster import ClusterProfile
-from viewer.pacs.dicomweb import DicomWebClient
 from viewer.pacs.dimse import DEFAULT_ASSOCIATIONS, DimseClient
 from viewer.pacs.node import FIND_RESULTS_MAX, Node, Progress, Sink
 from viewer.pacs.reach import first_accepting, url_address
@@ -41,6 +39,7 @@ from viewer.pacs.retry import (
 from viewer.pacs.status import store_succeeded
 
 if TYPE_CHECKING:
+    from viewer.pacs.dicomweb import DicomWebClient
     from viewer.pacs.retrieve import RetrievalResult
 
 log = logging.getLogger(__name__)
@@ -152,6 +151,9 @@ class ResilientClient:
             raise ValueError(f"store at most {STORE_BATCH_MAX} instances per call")
         if "dimse" not in self.profile.transports:
             raise PacsError(f"The cluster '{self.profile.name}' has no DIMSE transport for C-STORE.")
+        need("pydicom")
+        import pydicom  # here: only a C-STORE reads headers this way
+
         items: dict[str, tuple[bytes, str, str]] = {}  # SOP Instance UID -> (data, study, series)
         for data in instances:
             header = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
@@ -228,6 +230,9 @@ class _WebSession:
     def __init__(self, node: Node) -> None:
         if not node.dicomweb_url:
             raise PacsError(f"No DICOMweb URL is configured for '{node.name}'.")
+        need("requests", "pydicom")  # dicomweb imports both
+        from viewer.pacs.dicomweb import DicomWebClient  # here: requests costs ~0.1 s to import
+
         self._client = DicomWebClient(node.dicomweb_url, node.timeouts, node=node)
 
     def __enter__(self) -> DicomWebClient:

@@ -34,8 +34,7 @@ from viewer.library.store import Library, is_valid_uid
 from viewer.library.writer import GroupWriter
 from viewer.pacs.cluster import ClusterProfile
 from viewer.pacs.coalloc import CoAllocation, Source, SourceShare
-from viewer.pacs.dicomweb import AnyEvent
-from viewer.pacs.node import FIND_RESULTS_LIMIT_MAX, Node, Progress, RetrieveResult, Sink
+from viewer.pacs.node import FIND_RESULTS_LIMIT_MAX, AnyEvent, Node, Progress, RetrieveResult, Sink
 from viewer.pacs.retry import (
     Attempt,
     AttemptFailed,
@@ -247,8 +246,9 @@ class Retrieval:
                 self._emit(event)
 
         try:
+            # limit 2, not 1: the one match does not reach the limit, so no C-CANCEL follows it
             rows = self._client.find("study", {"StudyInstanceUID": study_uid, "SOPClassesInStudy": ""},
-                                     cancel=self.cancel, limit=1, on_event=quiet)
+                                     cancel=self.cancel, limit=2, on_event=quiet)
         except MifasError as exc:
             verdict = classify(exc)
             if verdict.transient or verdict.kind in ("local", "bug", "cancelled"):
@@ -277,7 +277,8 @@ class Retrieval:
         self._report(sink.stored_count(), None)
         outage: float | None = None
         if first is not None:
-            if first.running and first.seconds_left(sink.stored_count(), total) > FIRSTS_WORTH_S:
+            # what the pass has staged counts: nothing is published (stored) before the plan
+            if first.running and first.seconds_left(sink.accepted_count(), total) > FIRSTS_WORTH_S:
                 self._fetch_firsts(study_uid, plans, sink)  # the viewer can show every series early
             first.finish()
             outage = first.outage_started

@@ -353,6 +353,12 @@ class InstanceSink:
         with self._s.lock:
             return len(self._stored)
 
+    def accepted_count(self) -> int:
+        """Instances this retrieval has accepted, stored or on their way to the disk (staged while a first pass
+        waits for the plan)."""
+        with self._s.lock:
+            return len(self._s.accepted)
+
     def stored_bytes(self) -> int:
         with self._s.lock:
             return self._bytes

@@ -20,10 +20,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pynetdicom import AE, evt
-from pynetdicom.transport import ThreadedAssociationServer
-
 from viewer.errors import PacsError
+from viewer.imports import need
 from viewer.pacs.association import MAX_PDU_BYTES
 from viewer.pacs.contexts import storage_scp_contexts
 from viewer.pacs.node import validate_ae_title, validate_port
@@ -96,6 +94,13 @@ class StorageScp:
     def start(self) -> StorageScp:
         if self._server is not None:
             return self
+        need("pynetdicom")
+        from pynetdicom import AE, evt  # here: only a C-MOVE starts a Storage SCP
+        from pynetdicom.transport import ThreadedAssociationServer
+
+        from viewer.pacs.dimse import keep_patient_data_out_of_logs
+
+        keep_patient_data_out_of_logs()
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = storage_scp_contexts()
         ae.maximum_pdu_size = MAX_PDU_BYTES
