@@ -139,10 +139,14 @@ def _instance_key(item: Mapping[str, str]) -> tuple[int, int, str]:
 Find = Callable[..., list[dict[str, str]]]
 
 
-def plan_study(find: Find, study_uid: str, series_uid: str | None,
-               cancel: threading.Event | None) -> list[SeriesPlan]:
+def plan_study(find: Find, study_uid: str, series_uid: str | None, cancel: threading.Event | None,
+               sop_class_uids: frozenset[str] = frozenset()) -> list[SeriesPlan]:
     """List each series' instances (IMAGE-level query, hierarchical: series first, PS3.4 C.4.1.3.1).
-    `find(level, keys, cancel=..., limit=...)` is a C-FIND or QIDO-RS, usually through the retry loop."""
+    `find(level, keys, cancel=..., limit=...)` is a C-FIND or QIDO-RS, usually through the retry loop.
+
+    `sop_class_uids`: the study's SOP classes (SOP Classes in Study), which every series' plan then offers.
+    Without them each instance's SOP Class UID is listed, which costs the PACS more: Orthanc 1.10 reads every
+    instance from its storage for it (+45 ms for 200 instances, on the core that is sending the images)."""
     if series_uid:
         series_uids = [series_uid]
     else:
@@ -154,13 +158,15 @@ def plan_study(find: Find, study_uid: str, series_uid: str | None,
             raise PacsError(f"The PACS lists no study {study_uid} (no series found).")
     plans = []
     for uid in series_uids:
-        rows = find("image", {"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid, "SOPClassUID": "",
-                              "InstanceNumber": ""}, cancel=cancel, limit=INSTANCES_PER_SERIES_MAX)
+        keys = {"StudyInstanceUID": study_uid, "SeriesInstanceUID": uid, "InstanceNumber": ""}
+        if not sop_class_uids:
+            keys["SOPClassUID"] = ""
+        rows = find("image", keys, cancel=cancel, limit=INSTANCES_PER_SERIES_MAX)
         _bounded(rows, "images of a series")
         rows = [r for r in rows if is_valid_uid(r.get("SOPInstanceUID"))]
         rows.sort(key=_instance_key)
         ordered = tuple(dict.fromkeys(r["SOPInstanceUID"] for r in rows))
-        classes = frozenset(r["SOPClassUID"] for r in rows if is_valid_uid(r.get("SOPClassUID")))
+        classes = sop_class_uids or frozenset(r["SOPClassUID"] for r in rows if is_valid_uid(r.get("SOPClassUID")))
         plans.append(SeriesPlan(uid, ordered, classes, tuple(ordered[i] for i in first_middle_last(len(ordered)))))
     return plans
 
@@ -217,11 +223,12 @@ class Retrieval:
                                 series_uids=None if series_uid is None else (series_uid,), progress=self._report,
                                 on_refused=self._refusal)
             first = None
+            classes = self._study_sop_classes(study_uid)
             if self._fresh(study_uid):
                 sink.await_plan()
-                first = _FirstPass(self, study_uid, series_uid, sink, self._study_sop_classes(study_uid))
+                first = _FirstPass(self, study_uid, series_uid, sink, classes)
             try:
-                plans = plan_study(self._client.find, study_uid, series_uid, self.cancel)
+                plans = plan_study(self._client.find, study_uid, series_uid, self.cancel, classes)
             except BaseException:
                 if first is not None:
                     sink.abandon()  # first: the pass may wait for the writer, which holds until then
@@ -239,8 +246,9 @@ class Retrieval:
                 writer.close()
 
     def _study_sop_classes(self, study_uid: str) -> frozenset[str]:
-        """The SOP classes the study holds (a STUDY-level query, a few milliseconds), so that the first pass offers
-        every compressed syntax for each and the PACS sends each instance as stored; empty when not answered."""
+        """The SOP classes the study holds (a STUDY-level query, a few milliseconds), so that each C-GET offers
+        every compressed syntax for each and the PACS sends each instance as stored, and the listing needs not
+        ask every instance's class; empty when not answered (the listing asks then)."""
         def quiet(event: RetryEvent) -> None:  # a PACS that refuses this optional query is no news
             if not (isinstance(event, AttemptFailed) and not event.transient):
                 self._emit(event)
