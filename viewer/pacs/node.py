@@ -188,7 +188,9 @@ DEFAULT_RETURN_KEYS: Mapping[str, tuple[str, ...]] = {
         "StudyInstanceUID", "SeriesInstanceUID", "Modality", "SeriesNumber", "SeriesDescription", "SeriesDate",
         "BodyPartExamined", "NumberOfSeriesRelatedInstances",
     ),
-    "image": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID", "InstanceNumber"),
+    # Not SOPClassUID: Orthanc 1.10 reads every instance from its storage to answer it (+45 ms per 200 matches);
+    # ask for it by name when it is needed (the engine's listing does only when SOP Classes in Study is not answered).
+    "image": ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "InstanceNumber"),
 }
 
 
