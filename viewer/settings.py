@@ -32,6 +32,7 @@ from typing import Any
 import platformdirs
 
 from viewer.errors import MifasError
+from viewer.json_input import parse_json
 
 # IT's folder ($MIFAS_SYSTEM_CONFIG_DIR, else /etc/mifas-viewer) is the folder the cluster profiles are read from:
 # one definition, in viewer.pacs.cluster, re-exported here under the settings' names.
@@ -47,6 +48,7 @@ from viewer.pacs.node import (
     validate_ae_title,
     validate_port,
 )
+from viewer.private import private_dir
 
 APP_NAME = "mifas-viewer"
 SETTINGS_FILE_NAME = "settings.json"
@@ -200,7 +202,7 @@ def _read_json(file: Path, what: str) -> tuple[Any, str | None]:
     if len(raw) > SETTINGS_BYTES_MAX:
         return _MISSING, f"The {what} file {file} is too large to be ours; the defaults are used."
     try:
-        return json.loads(raw.decode("utf-8")), None
+        return parse_json(raw.decode("utf-8")), None
     except (UnicodeDecodeError, ValueError):
         return _MISSING, f"The {what} file {file} is damaged (not valid JSON); the defaults are used."
 
@@ -235,7 +237,7 @@ def save_settings(settings: Settings, path: Path | str | None = None) -> Path:
     text = json.dumps(settings_to_json(settings), indent=2, ensure_ascii=False) + "\n"
     tmp_name = None
     try:
-        file.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(file.parent)  # 0700 when we make it; the file itself is 0600 (mkstemp's)
         with tempfile.NamedTemporaryFile("w", encoding="utf-8", dir=file.parent, prefix=".settings-",
                                          suffix=".tmp", delete=False) as tmp:
             tmp_name = tmp.name

@@ -19,6 +19,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 
 from viewer.errors import DicomError, MalformedDicomError, OperationCancelled
+from viewer.library.header import FRAMES_PER_INSTANCE_MAX
 
 from .image import IMAGE_BYTES_MAX, DicomImage, ImageInfo, image_info, read_header
 from .info import lut_items
@@ -88,7 +89,8 @@ def order_frames(instances: list[InstanceRecord]) -> list[FrameRef]:
 
     frames: list[FrameRef] = []
     for r in ordered:
-        count = max(1, r.number_of_frames)
+        # the index bounds it when the instance is stored; an index written before that may not have
+        count = max(1, min(r.number_of_frames, FRAMES_PER_INSTANCE_MAX))
         for index in range(count):
             frames.append(FrameRef(
                 path=Path(r.path),

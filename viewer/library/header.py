@@ -11,11 +11,12 @@ everything else to pydicom, which gives the same row.
 
 from __future__ import annotations
 
+import dataclasses
 import io
+import logging
 import os
 import re
 import struct
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from viewer.errors import MalformedDicomError, NotDicomError
@@ -30,6 +31,15 @@ if TYPE_CHECKING:
 
 # Header reading stops before Pixel Data; this caps what a hostile header may make us read.
 HEADER_BYTES_MAX = 64 << 20
+# Number of Frames is the header's claim; the index (and the series the viewer builds from it, one entry per
+# frame) believes at most what the file can hold and at most this many (the longest cine loops and enhanced
+# multi-frame images have thousands): a 9 KB file that claims 2,147,483,647 frames hung the viewer.
+FRAMES_PER_INSTANCE_MAX = 100_000
+# Transfer syntaxes whose pixel data is stored as it is (PS3.5 A.1-A.3): a frame takes at least a bit per pixel.
+_NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
+_ITEM_HEADER_BYTES = 8  # an encapsulated frame is at least one fragment: an item tag and length (PS3.5 A.4)
+
+log = logging.getLogger(__name__)
 
 
 def _text(ds: Dataset, keyword: str) -> str:
@@ -114,7 +124,7 @@ def read_header(source: str | os.PathLike | io.BufferedIOBase | bytes) -> Datase
 
 # -- the index row, and a fast way to read it ----------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class _IndexRow:
     """What the index records of one instance, read from its header (everything but where and how big)."""
 
@@ -348,6 +358,23 @@ def index_row(data: bytes) -> _IndexRow:
     ``sop_uid`` place the instance; :meth:`Library.stage` and :meth:`GroupWriter.submit` take it, so a caller
     that checked them does not read the header twice."""
     try:
-        return _fast_index_row(data)
+        row = _fast_index_row(data)
     except (_Unusual, UnicodeDecodeError, ValueError):
-        return _row_from_dataset(read_header(data))
+        row = _row_from_dataset(read_header(data))
+    return plausible_frames(row, len(data))
+
+
+def plausible_frames(row: _IndexRow, file_bytes: int) -> _IndexRow:
+    """`row` with its Number of Frames bounded by what a file of `file_bytes` can hold (a native frame takes at
+    least one bit per pixel, an encapsulated one at least an item header) and by
+    :data:`FRAMES_PER_INSTANCE_MAX`.  Frames beyond the data then fail to decode one by one, with a sentence;
+    nothing is built for two billion of them."""
+    instance = row.instance
+    frames, rows, columns, tsuid = instance[6], instance[7] or 0, instance[8] or 0, instance[9]
+    per_frame = max(rows * columns // 8, 1) if tsuid in _NATIVE_SYNTAXES else _ITEM_HEADER_BYTES
+    bound = max(1, min(FRAMES_PER_INSTANCE_MAX, file_bytes // per_frame))
+    if frames <= bound:
+        return row
+    log.warning("instance %s claims %d frames; its %d bytes hold at most %d, which are indexed", row.sop_uid,
+                frames, file_bytes, bound)
+    return dataclasses.replace(row, instance=(*instance[:6], bound, *instance[7:]))

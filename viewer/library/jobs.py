@@ -62,6 +62,7 @@ class JobStore:
         try:
             self._db = sqlite3.connect(library.root / "index.sqlite", check_same_thread=False, isolation_level=None,
                                        timeout=BUSY_TIMEOUT_S)
+            self._db.execute("PRAGMA secure_delete=ON")  # as the library's own connection
             if self._db.execute("SELECT 1 FROM sqlite_master WHERE name='jobs'").fetchone() is None:
                 raise LibraryError(f"The library in {library.root} has no job table (open it with Library first).")
         except sqlite3.DatabaseError as exc:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import io
+import logging
 import os
 import shutil
 import sqlite3
@@ -57,11 +58,14 @@ from viewer.library.disk import (
     _syncfs,
     _translate_os_error,
 )
-from viewer.library.header import _IndexRow, _row_from_dataset, index_row, read_header
+from viewer.library.header import _IndexRow, _row_from_dataset, index_row, plausible_frames, read_header
+from viewer.private import PRIVATE_DIR, PRIVATE_FILE, private_dir, tighten
 from viewer.uid import is_valid_uid as is_valid_uid  # re-exported: callers import it from here
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 2
 # (version reached, script): 1 the index itself, 2 retrieval jobs (viewer.library.jobs).
@@ -170,16 +174,21 @@ class Library:
         self._objects = self.root / "objects"
         tmp_root = self.root / "tmp"
         try:
-            self._objects.mkdir(parents=True, exist_ok=True)
-            tmp_root.mkdir(parents=True, exist_ok=True)
+            private_dir(self._objects)  # and the library's own folder: 0700, its files 0600 (viewer.private)
+            private_dir(tmp_root)
+            self._make_private()
             _remove_dead_writers(tmp_root)
             # Our own temp folder, held by an flock for as long as this Library is open: another process opening
             # the same library sees the lock and leaves our in-flight files alone.
             writer = uuid.uuid4().hex
-            self._tmp_lock = open(tmp_root / f"{writer}.lock", "wb")  # noqa: SIM115 - held until close()
+            self._tmp_lock_path = tmp_root / f"{writer}.lock"
+            lock_fd = os.open(self._tmp_lock_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE)
+            self._tmp_lock = os.fdopen(lock_fd, "wb")  # held until close()
             fcntl.flock(self._tmp_lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            self._tmp = tmp_root / writer
-            self._tmp.mkdir()
+            self._tmp = private_dir(tmp_root / writer)
+            index = self.root / "index.sqlite"
+            os.close(os.open(index, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, PRIVATE_FILE))  # SQLite's -wal and
+            # -shm files take the database file's permissions
         except OSError as exc:
             raise LibraryError(f"Cannot create the library folder {self.root}: {exc.strerror}.") from exc
         self._lock = threading.RLock()
@@ -192,9 +201,22 @@ class Library:
             # their files orphaned (invisible) and a re-import restores them.
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA secure_delete=ON")  # deleted rows (patients' names) are overwritten
             self._migrate()
         except sqlite3.DatabaseError as exc:
             raise LibraryError(f"The library index in {self.root} is damaged or locked: {exc}.") from exc
+
+    def _make_private(self) -> None:
+        """An existing library made before its modes were private (or by hand): take the group's and others'
+        permissions off its folders and index, with a line in the log.  The files in objects/ need no change: no
+        one else can open their folders then."""
+        paths = [self.root, self._objects, self.root / "tmp"]
+        paths += [p for p in self._objects.iterdir() if p.is_dir() and not p.is_symlink()]
+        paths += [p for p in self.root.glob("index.sqlite*") if p.is_file()]
+        tightened = sum(1 for p in paths if tighten(p))
+        if tightened:
+            log.warning("the library in %s could be read by other users: %d of its folders and files are now "
+                        "private to you", self.root, tightened)
 
     @classmethod
     def open(cls, root: Path | str) -> Library:
@@ -205,7 +227,7 @@ class Library:
             self._db.close()
             if not self._tmp_lock.closed:
                 shutil.rmtree(self._tmp, ignore_errors=True)
-                Path(self._tmp_lock.name).unlink(missing_ok=True)
+                self._tmp_lock_path.unlink(missing_ok=True)
                 self._tmp_lock.close()
 
     def partial_files(self) -> list[Path]:
@@ -251,7 +273,8 @@ class Library:
                 if existing is not None:
                     return existing
                 fp.seek(0)
-                return self._commit(_row_from_dataset(ds), self._write_atomic(_chunks(fp)))
+                row = plausible_frames(_row_from_dataset(ds), os.fstat(fp.fileno()).st_size)
+                return self._commit(row, self._write_atomic(_chunks(fp)))
         except OSError as exc:
             raise _translate_os_error(exc, path) from exc
 
@@ -292,7 +315,7 @@ class Library:
         digest = hashlib.sha256()
         size = 0
         try:
-            with open(tmp, "wb") as out:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE), "wb") as out:
                 for chunk in chunks:
                     out.write(chunk)
                     digest.update(chunk)
@@ -300,7 +323,7 @@ class Library:
                 out.flush()
                 os.fsync(out.fileno())
             final = self.root / relpath
-            final.parent.mkdir(exist_ok=True)
+            final.parent.mkdir(mode=PRIVATE_DIR, exist_ok=True)
             os.replace(tmp, final)
             _fsync_dir(final.parent)
         except OSError as exc:
@@ -375,7 +398,7 @@ class Library:
         row = row if row is not None else index_row(data)
         tmp = self._tmp / f"{self._keys.next()}.part"
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE)
             try:
                 view = memoryview(data)
                 while view:
@@ -447,13 +470,13 @@ class Library:
                 key = self._keys.next()
                 relpath = f"objects/{key[:2]}/{key}.dcm"
                 if key[:2] not in self._object_dirs:
-                    (self._objects / key[:2]).mkdir(exist_ok=True)
+                    (self._objects / key[:2]).mkdir(mode=PRIVATE_DIR, exist_ok=True)
                     self._object_dirs.add(key[:2])
                 folders.add(key[:2])
                 try:
                     os.replace(item.tmp, self.root / relpath)
                 except FileNotFoundError:  # its folder was removed behind our back: make it again, once
-                    (self._objects / key[:2]).mkdir(exist_ok=True)
+                    (self._objects / key[:2]).mkdir(mode=PRIVATE_DIR, exist_ok=True)
                     os.replace(item.tmp, self.root / relpath)
                 placed.append(relpath)
             if placed and _SYNCFS_WORKS:

@@ -30,6 +30,7 @@ import viewer
 from viewer.errors import LibraryError, MifasError, NotDicomError, OperationCancelled, StorageFullError
 from viewer.imports import need
 from viewer.pacs.cluster_cli import add_cluster_arguments
+from viewer.private import PRIVATE_FILE, private_dir
 from viewer.uid import is_valid_uid
 
 if TYPE_CHECKING:
@@ -190,7 +191,7 @@ class _FolderSink:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            private_dir(folder)  # patient data: 0700 when we make it, each file 0600
         except OSError as exc:
             raise MifasError(f"Cannot create the folder {folder} ({exc.strerror}).") from exc
 
@@ -210,7 +211,7 @@ class _FolderSink:
         final = self.path_for(uid) or self.folder / f"{uuid.uuid4().hex}.dcm"
         tmp = self.folder / f".{uuid.uuid4().hex}.part"
         try:
-            with open(tmp, "wb") as fp:
+            with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, PRIVATE_FILE), "wb") as fp:
                 fp.write(data)
             os.replace(tmp, final)
         except OSError as exc:

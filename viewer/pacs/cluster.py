@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from viewer.errors import PacsError
+from viewer.json_input import parse_json
 from viewer.pacs.node import (
     DEFAULT_CALLING_AE,
     DEFAULT_STORAGE_PORT,
@@ -48,6 +49,7 @@ from viewer.pacs.node import (
     validate_url,
 )
 from viewer.pacs.retry import RetryPolicy
+from viewer.private import private_dir
 
 SYSTEM_PROFILE_DIR = Path("/etc/mifas-viewer")  # stands for "the system folder": see system_profile_dir()
 SYSTEM_CONFIG_DIR_ENV = "MIFAS_SYSTEM_CONFIG_DIR"
@@ -354,10 +356,10 @@ def _read_file(path: Path, warnings: list[str]) -> list[ClusterProfile]:
         if path.stat().st_size > PROFILE_FILE_BYTES_MAX:
             warnings.append(f"{path}: larger than {PROFILE_FILE_BYTES_MAX >> 10} KiB; ignored.")
             return []
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = parse_json(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return []
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
         warnings.append(f"{path}: cannot be read ({exc}); ignored.")
         return []
     entries = data.get("profiles") if isinstance(data, Mapping) else None
@@ -409,7 +411,10 @@ def save_profiles(path: Path | str, profiles: Iterable[ClusterProfile]) -> None:
     if len(items) > PROFILES_MAX:
         raise PacsError(f"At most {PROFILES_MAX} cluster profiles can be saved.")
     text = json.dumps({"profiles": [profile_to_json(p) for p in items]}, indent=2)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        private_dir(path.parent)  # 0700 when we make it; the file itself is 0600 (mkstemp's)
+    except OSError as exc:
+        raise PacsError(f"Cannot save the cluster profiles to {path}: {exc.strerror or exc}.") from exc
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".profiles-", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:

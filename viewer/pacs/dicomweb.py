@@ -11,7 +11,6 @@ HTTP error status or a body we cannot parse -> DicomWebError naming what was wro
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
@@ -30,6 +29,7 @@ from viewer.errors import (
     OperationCancelled,
     PacsTimeoutError,
 )
+from viewer.json_input import JsonTooDeep, parse_json
 from viewer.library.store import is_valid_uid
 from viewer.pacs.node import (
     DEFAULT_RETURN_KEYS,
@@ -320,7 +320,10 @@ class DicomWebClient:
         if not body.strip():
             return []
         try:
-            items = json.loads(body)
+            items = parse_json(body)
+        except JsonTooDeep as exc:
+            raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a search answer we do not read: "
+                                f"{exc}.") from None
         except ValueError as exc:
             raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a search answer that is not JSON"
                                 f" ({_content_type(response)}).") from exc

@@ -27,6 +27,7 @@ from dataclasses import dataclass, replace
 
 from viewer.errors import MifasError
 from viewer.imports import need
+from viewer.json_input import parse_json
 from viewer.pacs.cluster import MEMBERS_MAX, ClusterAddress, ClusterProfile
 from viewer.pacs.dimse import DimseClient
 from viewer.pacs.node import Node, Timeouts
@@ -48,6 +49,7 @@ EVENT_LOG_MAX = 500
 INTERVAL_MIN_S = 0.2
 PROBE_TIMEOUTS = Timeouts(connect_s=1.0, acse_s=2.0, dimse_s=2.0, network_s=3.0)
 HTTP_PROBE_TIMEOUT_S = 2.0
+SYSTEM_ANSWER_BYTES_MAX = 64 << 10  # Orthanc's GET /system: a few hundred bytes
 STOP_TIMEOUT_S = 10.0
 
 
@@ -355,10 +357,13 @@ def _orthanc_name(rest_url: str, timeout_s: float) -> str | None:
     import requests
 
     try:
-        response = requests.get(f"{rest_url}/system", timeout=(timeout_s, HTTP_PROBE_TIMEOUT_S))
-        if response.status_code != 200:
+        with requests.get(f"{rest_url}/system", timeout=(timeout_s, HTTP_PROBE_TIMEOUT_S), stream=True) as response:
+            if response.status_code != 200:
+                return None
+            body = response.raw.read(SYSTEM_ANSWER_BYTES_MAX + 1, decode_content=True)
+        if len(body) > SYSTEM_ANSWER_BYTES_MAX:
             return None
-        name = response.json().get("Name")
+        name = parse_json(body).get("Name")
         return str(name)[:64] if name else None
     except (requests.RequestException, ValueError, AttributeError):
         return None
