@@ -12,6 +12,7 @@ from pynetdicom.sop_class import CTImageStorage, MRImageStorage, RTStructureSetS
 from viewer.errors import PacsError
 from viewer.pacs import Node, RetrieveResult, Timeouts, node_from_json, node_to_json, parse_node
 from viewer.pacs.contexts import COMPRESSED_SYNTAXES, PRESENTATION_CONTEXTS_MAX, get_presentation_contexts
+from viewer.pacs.node import validate_url
 from viewer.pacs.query import (
     SOP_UIDS_PER_REQUEST_MAX,
     identifier_to_dict,
@@ -228,3 +229,14 @@ def test_oversized_settings_are_not_read(tmp_path: Path) -> None:
     path.write_text('{"calling_ae": "X", "pad": "' + "x" * (2 << 20) + '"}')
     settings = load_settings(path)
     assert settings.calling_ae == "MIFAS" and "too large" in settings.warnings[0]
+
+
+@pytest.mark.parametrize("url", ["http://user:pass@pacs:8042/dicom-web", "https://token@pacs/dicom-web",
+                                 "http://pacs/dicom-web?PatientName=Doe"])
+def test_urls_with_credentials_or_a_query_are_refused_without_repeating_them(url: str) -> None:
+    with pytest.raises(PacsError) as caught:
+        validate_url(url)
+    text = str(caught.value)
+    assert "user:pass@" not in text and "token@" not in text and "Doe" not in text
+    if "@" in url:
+        assert "must not carry a user name or password" in str(caught.value)

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import struct
+import zlib
 from typing import TYPE_CHECKING
 
 from viewer.errors import MalformedDicomError, NotDicomError
@@ -37,6 +38,8 @@ HEADER_BYTES_MAX = 64 << 20
 FRAMES_PER_INSTANCE_MAX = 100_000
 # Transfer syntaxes whose pixel data is stored as it is (PS3.5 A.1-A.3): a frame takes at least a bit per pixel.
 _NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
+_DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
+_PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # Pixel Data, Float and Double Float Pixel Data
 _ITEM_HEADER_BYTES = 8  # an encapsulated frame is at least one fragment: an item tag and length (PS3.5 A.4)
 
 log = logging.getLogger(__name__)
@@ -98,11 +101,12 @@ def read_header(source: str | os.PathLike | io.BufferedIOBase | bytes) -> Datase
         fp.seek(start)
         has_preamble = len(first) == 132 and first[128:132] == b"DICM"
         try:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble)
+            ds = (_deflated_header(fp) if has_preamble else None) or pydicom.dcmread(
+                fp, stop_before_pixels=True, force=not has_preamble)
         except InvalidDicomError as exc:
             raise NotDicomError("This is not a DICOM file.") from exc
         except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, RecursionError,
-                NotImplementedError, AttributeError) as exc:
+                NotImplementedError, AttributeError, zlib.error) as exc:
             if has_preamble:
                 raise MalformedDicomError(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).") from exc
             raise NotDicomError("This is not a DICOM file.") from exc
@@ -120,6 +124,31 @@ def read_header(source: str | os.PathLike | io.BufferedIOBase | bytes) -> Datase
     finally:
         if isinstance(source, (str, os.PathLike)):
             fp.close()
+
+
+def _deflated_header(fp: io.BufferedIOBase) -> Dataset | None:
+    """The header of a Deflated Explicit VR Little Endian file (PS3.5 A.5), inflating no more than
+    :data:`HEADER_BYTES_MAX` (the header is all the index needs: a file that inflates to 400 MiB of pixels is
+    not inflated whole); None, with `fp` where it was, for any other transfer syntax."""
+    import pydicom.filereader
+    from pydicom.dataset import FileDataset
+
+    start = fp.tell()
+    pydicom.filereader.read_preamble(fp, False)
+    meta = pydicom.filereader._read_file_meta_info(fp)  # the public one takes a path; one read of the file
+    if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED_SYNTAX:
+        fp.seek(start)
+        return None
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    inflated = bytearray()
+    while len(inflated) < HEADER_BYTES_MAX:
+        chunk = inflater.unconsumed_tail or fp.read(1 << 20)
+        if not chunk:
+            break
+        inflated += inflater.decompress(chunk, HEADER_BYTES_MAX - len(inflated))
+    ds = pydicom.filereader.read_dataset(io.BytesIO(bytes(inflated)), is_implicit_VR=False, is_little_endian=True,
+                                         stop_when=lambda tag, vr, length: tag in _PIXEL_DATA_TAGS)
+    return FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128, is_implicit_VR=False, is_little_endian=True)
 
 
 # -- the index row, and a fast way to read it ----------------------------------------------------------------

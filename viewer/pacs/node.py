@@ -111,9 +111,21 @@ def validate_port(value: object) -> int:
 
 
 def validate_url(value: str) -> str:
-    if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+(/\S*)?$", value):
-        raise PacsError(f"'{value}' is not an http:// or https:// URL.")
+    """An http(s) base URL without credentials or a query (they would be kept in settings and shown in messages)."""
+    if isinstance(value, str) and re.match(r"^https?://[^\s/?#]*@", value):
+        raise PacsError("A DICOMweb URL must not carry a user name or password ('user:password@'): they would be "
+                        "stored in plain text and shown in messages. Remove them from the URL; signing in to "
+                        "DICOMweb servers is not supported yet (see the administrator's guide).")
+    if not isinstance(value, str) or not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", value):
+        raise PacsError(f"'{_without_secrets(value)}' is not an http:// or https:// URL without a query.")
     return value.rstrip("/")
+
+
+def _without_secrets(value: object) -> str:
+    """A URL as it may be shown: without user-info and without a query string."""
+    text = str(value)[:200]
+    text = re.sub(r"//[^/\s@]*@", "//", text)
+    return re.sub(r"[?#]\S*", "", text)
 
 
 @dataclass(frozen=True)
