@@ -39,6 +39,7 @@ FRAMES_PER_INSTANCE_MAX = 100_000
 # Transfer syntaxes whose pixel data is stored as it is (PS3.5 A.1-A.3): a frame takes at least a bit per pixel.
 _NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
 _DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"
+_DEFLATED_HEADER_FIRST_BYTES = 4 << 20  # of a deflated file, inflated first to read its header
 _PIXEL_DATA_TAGS = frozenset({0x7FE00010, 0x7FE00008, 0x7FE00009})  # Pixel Data, Float and Double Float Pixel Data
 _ITEM_HEADER_BYTES = 8  # an encapsulated frame is at least one fragment: an item tag and length (PS3.5 A.4)
 
@@ -139,16 +140,54 @@ def _deflated_header(fp: io.BufferedIOBase) -> Dataset | None:
     if str(meta.get("TransferSyntaxUID", "")) != _DEFLATED_SYNTAX:
         fp.seek(start)
         return None
+    body = fp.tell()
+    for limit in (_DEFLATED_HEADER_FIRST_BYTES, HEADER_BYTES_MAX):  # a header is small: try a little first
+        fp.seek(body)
+        inflated = _inflate_prefix(fp, limit)
+        try:
+            ds, reached_pixels = _explicit_le_header(inflated)
+        except (EOFError, ValueError, OSError):
+            if len(inflated) < limit:
+                raise  # the whole data set was inflated: it is damaged, not cut by us
+            continue
+        if reached_pixels or len(inflated) < limit:
+            return FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128, is_implicit_VR=False,
+                               is_little_endian=True)
+    raise MalformedDicomError(f"The deflated DICOM file's header is larger than {HEADER_BYTES_MAX >> 20} MiB.")
+
+
+def _explicit_le_header(data: bytes) -> tuple[Dataset, bool]:
+    """The elements of an Explicit VR Little Endian data set up to its pixel data; whether that was reached."""
+    import pydicom.filereader
+
+    reached: list[bool] = []
+
+    def at_pixels(tag: int, vr: object, length: int) -> bool:
+        if tag in _PIXEL_DATA_TAGS:
+            reached.append(True)
+            return True
+        return False
+
+    ds = pydicom.filereader.read_dataset(io.BytesIO(data), is_implicit_VR=False, is_little_endian=True,
+                                         stop_when=at_pixels)
+    return ds, bool(reached)
+
+
+def _inflate_prefix(fp: io.BufferedIOBase, limit: int) -> bytes:
+    """At most `limit` bytes of the raw deflate stream (PS3.5 A.5) that starts at `fp`."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    inflated = bytearray()
-    while len(inflated) < HEADER_BYTES_MAX:
-        chunk = inflater.unconsumed_tail or fp.read(1 << 20)
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        chunk = inflater.unconsumed_tail or fp.read(1 << 16)
         if not chunk:
             break
-        inflated += inflater.decompress(chunk, HEADER_BYTES_MAX - len(inflated))
-    ds = pydicom.filereader.read_dataset(io.BytesIO(bytes(inflated)), is_implicit_VR=False, is_little_endian=True,
-                                         stop_when=lambda tag, vr, length: tag in _PIXEL_DATA_TAGS)
-    return FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128, is_implicit_VR=False, is_little_endian=True)
+        part = inflater.decompress(chunk, min(limit - size, 1 << 20))  # small steps: no large buffer grows
+        parts.append(part)
+        size += len(part)
+        if inflater.eof:
+            break
+    return b"".join(parts)
 
 
 # -- the index row, and a fast way to read it ----------------------------------------------------------------
