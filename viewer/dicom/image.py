@@ -29,6 +29,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from viewer.errors import DicomError, ImageTooLargeError, MalformedDicomError, NotDicomError
+from viewer.library.header import inflate_prefix
 
 from .decode import _check_pixel_element, _decode_dataset, _fast_path_ok, _read_native_gray
 from .info import IMAGE_BYTES_MAX, ImageInfo, _mebibytes, check_image_size, image_info, lut_items
@@ -114,11 +115,11 @@ def read_header(path: str | os.PathLike[str]) -> Dataset:
         raise MalformedDicomError(f"The file {Path(path).name} cannot be read: {exc.strerror or exc}.") from exc
 
 
-def _inflate(data: bytes, limit_bytes: int) -> bytes:
-    """Inflate a deflated dataset (PS3.5 A.5) but never beyond ``limit_bytes`` (a "zip bomb" stops here)."""
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+def _inflate(fp: BinaryIO, limit_bytes: int) -> bytes:
+    """Inflate the deflated dataset at `fp` (PS3.5 A.5) but never beyond ``limit_bytes`` (a "zip bomb" stops here;
+    the library's inflate_prefix, which its header reader uses too)."""
     try:
-        out = inflater.decompress(data, limit_bytes + 1)
+        out = inflate_prefix(fp, limit_bytes + 1)
     except zlib.error as exc:
         raise MalformedDicomError("The deflated DICOM file is damaged and cannot be read.") from exc
     if len(out) > limit_bytes:
@@ -127,7 +128,7 @@ def _inflate(data: bytes, limit_bytes: int) -> bytes:
 
 
 def _read_deflated_header(fp: BinaryIO, meta: FileMetaDataset, limit_bytes: int) -> tuple[Dataset, BinaryIO]:
-    inflated = io.BytesIO(_inflate(fp.read(limit_bytes + 1), limit_bytes))
+    inflated = io.BytesIO(_inflate(fp, limit_bytes))
     ds = read_dataset(inflated, is_implicit_VR=False, is_little_endian=True, stop_when=_stop_at_pixels)
     header = FileDataset("", ds, file_meta=meta, preamble=b"\0" * 128, is_implicit_VR=False,
                          is_little_endian=True)

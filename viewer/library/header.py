@@ -143,7 +143,7 @@ def _deflated_header(fp: io.BufferedIOBase) -> Dataset | None:
     body = fp.tell()
     for limit in (_DEFLATED_HEADER_FIRST_BYTES, HEADER_BYTES_MAX):  # a header is small: try a little first
         fp.seek(body)
-        inflated = _inflate_prefix(fp, limit)
+        inflated = inflate_prefix(fp, limit)
         try:
             ds, reached_pixels = _explicit_le_header(inflated)
         except (EOFError, ValueError, OSError):
@@ -173,8 +173,10 @@ def _explicit_le_header(data: bytes) -> tuple[Dataset, bool]:
     return ds, bool(reached)
 
 
-def _inflate_prefix(fp: io.BufferedIOBase, limit: int) -> bytes:
-    """At most `limit` bytes of the raw deflate stream (PS3.5 A.5) that starts at `fp`."""
+def inflate_prefix(fp: io.BufferedIOBase, limit: int) -> bytes:
+    """At most `limit` bytes of the raw deflate stream (PS3.5 A.5) that starts at `fp`, inflated in small steps
+    (no large buffer grows and is copied).  Raises zlib.error for a damaged stream.  The one inflater of
+    deflated data sets: the index's header reader here, and viewer.dicom.image's reader for display."""
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     parts: list[bytes] = []
     size = 0
