@@ -69,7 +69,7 @@ class Identifier(dict):  # type: ignore[type-arg]  # keyword -> str | list[str]
 
     def encode(self, implicit: bool) -> bytes:
         """The identifier in Little Endian, Implicit VR when `implicit`, Explicit VR otherwise: byte for byte what
-        pydicom writes for :meth:`to_dataset` (tests/pacs/test_node.py checks), by hand where every value is plain
+        pydicom writes for :meth:`to_dataset` (tests/pacs/test_elements.py checks), by hand where every value is plain
         ASCII, else by pydicom.  Raises PacsError when pydicom cannot encode it either."""
         try:
             return self._encode_by_hand(implicit)
