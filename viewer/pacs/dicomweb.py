@@ -43,6 +43,7 @@ from viewer.pacs.node import (
     Timeouts,
     check_level,
     validate_url,
+    without_secrets,
 )
 from viewer.pacs.sink import InstanceSink
 
@@ -508,8 +509,7 @@ def _read_bounded(response: requests.Response, limit: int, where: str) -> bytes:
 def _reason(exc: BaseException) -> str:
     """A requests error in a few words (its text nests the urllib3 chain)."""
     text = str(exc) or type(exc).__name__
-    text = re.sub(r"[?#][^\s)'\"]*", "", text)  # a URL's query string: a search's patient attributes
-    text = re.sub(r"//[^/\s@]*@", "//", text)  # a URL's user-info
+    text = without_secrets(text)  # its URL's query string (a search's patient attributes) and user-info
     if "refused" in text.lower():
         return "connection refused: nothing is listening there"
     if "name or service not known" in text.lower() or "nodename nor servname" in text.lower():

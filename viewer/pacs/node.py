@@ -117,14 +117,14 @@ def validate_url(value: str) -> str:
                         "stored in plain text and shown in messages. Remove them from the URL; signing in to "
                         "DICOMweb servers is not supported yet (see the administrator's guide).")
     if not isinstance(value, str) or not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", value):
-        raise PacsError(f"'{_without_secrets(value)}' is not an http:// or https:// URL without a query.")
+        raise PacsError(f"'{without_secrets(value)[:200]}' is not an http:// or https:// URL without a query.")
     return value.rstrip("/")
 
 
-def _without_secrets(value: object) -> str:
-    """A URL as it may be shown: without user-info and without a query string."""
-    text = str(value)[:200]
-    text = re.sub(r"//[^/\s@]*@", "//", text)
+def without_secrets(text: object) -> str:
+    """`text` (a URL, or a message quoting one) as it may be shown: every URL's user-info and query string (a
+    search's patient attributes) taken out."""
+    text = re.sub(r"//[^/\s@]*@", "//", str(text))
     return re.sub(r"[?#]\S*", "", text)
 
 
