@@ -35,3 +35,21 @@ def cluster(cluster_prerequisites: None, tmp_path: Path) -> Iterator[ClusterLab]
         yield lab
     finally:
         lab.down()
+
+
+@pytest.fixture
+def tls_cluster(cluster_prerequisites: None, tmp_path: Path) -> Iterator[ClusterLab]:
+    """The same cluster with DICOM TLS only: a certificate for the VIP and both members, our client certificate
+    required (certificates made by tests.pacs.certs)."""
+    from mifaslab.netns.lab import LabTls
+    from tests.pacs.certs import make_pki
+
+    pki = make_pki(tmp_path / "pki", server_ips=("192.0.2.10", "192.0.2.11", "192.0.2.12"))
+    tls = LabTls(ca=pki.ca, cert=pki.server.cert, key=pki.server.key, client_cert=pki.client.cert,
+                 client_key=pki.client.key)
+    lab = ClusterLab(tmp_path / "lab", prefix=LAB_PREFIX, tls=tls)
+    lab.up()
+    try:
+        yield lab
+    finally:
+        lab.down()

@@ -35,13 +35,15 @@ TAKEOVER_LIMIT_S = 60
 MIFAS_PACS = str(Path(sys.executable).with_name("mifas-pacs"))
 
 
-def write_profile(path: Path, budget_s: float | None = None) -> None:
+def write_profile(path: Path, budget_s: float | None = None, tls: dict[str, str] | None = None) -> None:
     vip = {"host": "192.0.2.10", "port": 4242, "name": "virtual IP", "rest_url": "http://192.0.2.10:8042"}
     members = [{"host": f"192.0.2.{n}", "port": 4242, "name": name, "rest_url": f"http://192.0.2.{n}:8042"}
                for n, name in ((11, "nodea"), (12, "nodeb"))]
     profile = {"name": "lab", "vip": vip, "members": members, "ae_title": "MIFASPACS"}
     if budget_s is not None:
         profile["retry"] = {"budget_s": budget_s}
+    if tls is not None:
+        profile["tls"] = tls
     path.write_text(json.dumps({"profiles": [profile]}))
 
 
@@ -77,14 +79,29 @@ def held(library_dir: Path) -> int:
 
 @pytest.mark.parametrize("mode", ["kill", "freeze", "link", "standby"])
 def test_get_through_the_vip_survives_the_fault(cluster: ClusterLab, study, tmp_path: Path, mode: str) -> None:
+    get_across_the_fault(cluster, study, tmp_path, mode)
+
+
+def test_get_over_dicom_tls_survives_a_kill(tls_cluster: ClusterLab, study, tmp_path: Path) -> None:
+    """The same with both Orthancs speaking only DICOM TLS and requiring our certificate: the retry and resume
+    are the same over TLS (a new handshake with the survivor)."""
+    tls = tls_cluster.tls
+    assert tls is not None
+    settings = {"ca_file": str(tls.ca), "cert_file": str(tls.client_cert), "key_file": str(tls.client_key)}
+    get_across_the_fault(tls_cluster, study, tmp_path, "kill", tls=settings)
+
+
+def get_across_the_fault(cluster: ClusterLab, study, tmp_path: Path, mode: str,  # type: ignore[no-untyped-def]
+                         tls: dict[str, str] | None = None) -> None:
     study_uid, digests, source = study
     env = dict(os.environ, TCP_NODELAY="1")
-    seeded = subprocess.run(cluster.client_cmd(["/usr/bin/storescu", "-aec", "MIFASPACS", "192.0.2.10", "4242",
-                                                *map(str, sorted(source.iterdir()))]),
+    store_tls = cluster.tls.dcmtk_args() if cluster.tls else []
+    seeded = subprocess.run(cluster.client_cmd(["/usr/bin/storescu", *store_tls, "-aec", "MIFASPACS", "192.0.2.10",
+                                                "4242", *map(str, sorted(source.iterdir()))]),
                             env=env, capture_output=True, text=True, timeout=120)
     assert seeded.returncode == 0, seeded.stderr
     profiles, library_dir = tmp_path / "clusters.json", tmp_path / "library"
-    write_profile(profiles)
+    write_profile(profiles, tls=tls)
 
     client = subprocess.Popen(cluster.client_cmd([MIFAS_PACS, "get", "--cluster", "lab", "--profiles", str(profiles),
                                                   "--study", study_uid, "--library", str(library_dir)]),

@@ -191,3 +191,23 @@ def test_unknown_caller_is_aborted_on_get(strict_orthanc: OrthancProcess) -> Non
     assert client.echo() >= 0  # C-ECHO is always allowed
     with pytest.raises(AssociationAbortedError, match="may not allow C-GET from our AE title 'STRANGER'"):
         client.get(study, sink=lambda data: None)
+
+
+def test_storage_scp_refuses_a_huge_association_request_before_buffering_it() -> None:
+    """A peer announces a 4 GiB A-ASSOCIATE-RQ and streams its body: the Storage SCP closes the connection after
+    the header (pynetdicom alone would read on, holding everything, until the 4 GiB arrived).  The send of 64 MiB
+    can only complete if the SCP keeps reading; then a well-formed association is still accepted."""
+    with StorageScp("MIFASSCP", 0, "127.0.0.1") as scp:
+        with socket.create_connection(("127.0.0.1", scp.port), timeout=10) as peer:
+            peer.sendall(b"\x01\x00\xff\xff\xff\xff")
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):  # it closed with our data unread: RST
+                for _ in range(64):
+                    peer.sendall(bytes(1 << 20))
+        ae = AE(ae_title=CALLING_AE)
+        ae.add_requested_context(Verification)
+        ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")  # CT Image Storage
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title="MIFASSCP")
+        try:
+            assert assoc.is_established
+        finally:
+            assoc.release()

@@ -165,6 +165,20 @@ def test_settings_dialog_remove_and_duplicate_names(qtbot, tmp_path):
     assert [n.name for n in load_settings(tmp_path / "s.json").nodes] == ["a"]
 
 
+def test_settings_dialog_keeps_what_the_form_does_not_show(qtbot, tmp_path):
+    """Editing a node's AE title in the dialog must not drop its TLS settings (nor its timeouts)."""
+    from viewer.pacs.tls import TlsSettings
+
+    tls = TlsSettings(ca_file="/etc/mifas-viewer/pki/ca.pem", server_name="pacs.example.org")
+    node = Node(name="secure", ae_title="OLD", host="127.0.0.1", port=2762, tls=tls, timeouts=Timeouts(dimse_s=42))
+    dialog = SettingsDialog(Settings(nodes=[node]), path=tmp_path / "s.json")
+    qtbot.addWidget(dialog)
+    dialog.ae_title.setText("NEW")
+    dialog.save()
+    saved = load_settings(tmp_path / "s.json").nodes[0]
+    assert (saved.ae_title, saved.tls, saved.timeouts.dimse_s) == ("NEW", tls, 42)
+
+
 def test_main_window_offers_configured_nodes(qtbot, library, orthanc, tmp_path):
     settings = Settings(nodes=[orthanc.node()], default_via="get")
     window = MainWindow(library, settings, settings_path=tmp_path / "settings.json")

@@ -65,6 +65,9 @@ MAX_PDU_BYTES = 4 << 20  # our Maximum Length (PS3.8 D.1); a longer PDU from the
 RECV_BUFFER_BYTES = MAX_PDU_BYTES + PDU_HEADER_BYTES + (1 << 20)  # one whole PDU plus room for large reads
 POLL_S = 0.1  # how often a blocked receive checks the cancel event and the deadline
 SOCKET_BUFFER_BYTES = 4 << 20
+# What restarts the silence clock: a whole PDU, or this many bytes of one.  A peer that trickles its answer a few
+# bytes at a time (slower than 64 KiB per dimse_s: 6.5 KB/s at a 10 s timeout) counts as silent.
+PROGRESS_BYTES = 64 << 10
 SPARE_BUFFERS_MAX = 2  # receive buffers kept for reuse after a large data set
 # A data set over the subclass's limit is drained (refused, the association goes on) up to this many times the
 # limit; a peer still sending then is not sending DICOM we can use, and the association is aborted.
@@ -160,7 +163,8 @@ class PduReader:
         self.buf = bytearray(RECV_BUFFER_BYTES)
         self.view = memoryview(self.buf)
         self.start = self.end = 0
-        self.last_bytes = time.monotonic()
+        self.last_bytes = time.monotonic()  # the last progress: a whole PDU, or PROGRESS_BYTES of one
+        self._unmarked = 0  # bytes received since then
         self.on_poll = on_poll  # callable run when a receive times out (the cancel logic)
         self.pinned = False
         self._held: list[bytearray] = []  # full buffers still referenced by pinned fragments
@@ -204,7 +208,13 @@ class PduReader:
             if got == 0:
                 raise ConnectionResetError("the peer closed the connection")
             self.end += got
-            self.last_bytes = time.monotonic()
+            self._unmarked += got
+            if self._unmarked >= PROGRESS_BYTES:
+                self._progress()
+
+    def _progress(self) -> None:
+        self.last_bytes = time.monotonic()
+        self._unmarked = 0
 
     def _idle(self) -> None:
         now = time.monotonic()
@@ -222,6 +232,7 @@ class PduReader:
         if length > MAX_PDU_BYTES:
             raise ProtocolError(f"the peer sent a PDU of {length} bytes, more than the {MAX_PDU_BYTES} we accept")
         self._fill(PDU_HEADER_BYTES + length)
+        self._progress()
         body_start = self.start + PDU_HEADER_BYTES
         self.start = body_start + length
         return pdu_type, self.view[body_start:self.start]
@@ -277,6 +288,10 @@ class LeanAssociation:
             raise AssociationAbortedError(
                 f"The PACS at {node.address} answered our association request with a broken PDU ({exc}).") from exc
         except OSError as exc:
+            if node.tls is not None:  # a TLS 1.3 PACS refuses our certificate after the handshake, i.e. here
+                from viewer.pacs.tls import after_handshake_error
+
+                raise after_handshake_error(node, exc, self.sock) from exc
             raise AssociationAbortedError(
                 f"The PACS at {node.address} closed the connection without answering our association request.") from exc
         if pdu_type == PduType.A_ASSOCIATE_RJ:
@@ -307,6 +322,10 @@ class LeanAssociation:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # our messages are small; never delay them
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
         set_keepalive(sock)
+        if node.tls is not None:
+            from viewer.pacs.tls import wrap
+
+            sock = wrap(sock, node)  # closes the socket and raises the reason when the handshake fails
         sock.settimeout(POLL_S)
         return sock
 

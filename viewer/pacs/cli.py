@@ -13,6 +13,7 @@ exactly one line, ``mifas-pacs: <reason>``, to stderr.  Logs name UIDs only, nev
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import errno
 import json
@@ -22,14 +23,16 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import viewer
+from viewer import audit
 from viewer.errors import LibraryError, MifasError, NotDicomError, OperationCancelled, StorageFullError
 from viewer.imports import need
 from viewer.pacs.cluster_cli import add_cluster_arguments
+from viewer.pacs.secrets_cli import add_secret_commands, run_secret_command
 from viewer.private import PRIVATE_FILE, private_dir
 from viewer.uid import is_valid_uid
 
@@ -52,6 +55,7 @@ VIAS: tuple[str, ...] = ("get", "move", "wado")
 
 PROG = "mifas-pacs"
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_TRUNCATED = 3  # find: the matches printed are not all the node's (its limit was hit)
 PROGRESS_INTERVAL_S = 0.1
 KEYS_MAX = 64
 
@@ -80,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--timeout", type=float, metavar="S", help="connect/association/answer timeout in seconds")
     common.add_argument("--via", choices=VIAS, help="transport: get/move (DIMSE) or wado (DICOMweb)")
     common.add_argument("--dicomweb", metavar="URL", help="DICOMweb base URL of the node (for --via wado)")
+    common.add_argument("--tls-ca", metavar="PEM", help="DICOM TLS: the CA file that signed the PACS's certificate "
+                        "(any --tls-* option turns TLS on; without --tls-ca, the system's CA store)")
+    common.add_argument("--tls-cert", metavar="PEM", help="DICOM TLS: this workstation's certificate")
+    common.add_argument("--tls-key", metavar="PEM", help="DICOM TLS: this workstation's private key (unencrypted)")
     common.add_argument("--config", metavar="PATH", help="settings file (default: the user's settings.json)")
     common.add_argument("-v", "--verbose", action="store_true", help="log what happens (UIDs only) to stderr")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
@@ -108,6 +116,7 @@ def _parser() -> argparse.ArgumentParser:
                         help="keep probing for S seconds, printing what changes")
     health.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between probes")
     health.add_argument("-v", "--verbose", action="store_true", help="log what happens (UIDs only) to stderr")
+    add_secret_commands(commands)  # mifas-pacs secret set|check|delete NAME (viewer.pacs.secrets_cli)
     return parser
 
 
@@ -133,6 +142,10 @@ def _resolve_node(args: argparse.Namespace, settings_nodes: Sequence[Node], call
     try:
         if args.dicomweb:
             changes["dicomweb_url"] = validate_url(args.dicomweb)
+        if args.tls_ca or args.tls_cert or args.tls_key:
+            from viewer.pacs.tls import TlsSettings
+
+            changes["tls"] = TlsSettings(ca_file=args.tls_ca, cert_file=args.tls_cert, key_file=args.tls_key)
         return dataclasses.replace(node, **changes) if changes else node
     except MifasError as exc:
         raise UsageError(str(exc)) from None
@@ -227,15 +240,61 @@ def _echo(client: PacsClient, node: Node) -> int:
     return EXIT_OK
 
 
-def _find(client: PacsClient, args: argparse.Namespace) -> int:
+@contextlib.contextmanager
+def _audited_query(node: Node | ClusterProfile, level: str, keys: dict[str, str]) -> Iterator[None]:
+    """The Query audit message for one C-FIND / QIDO-RS (its keys go into the audit XML only)."""
+    name, host = _audit_peer(node)
+    query = json.dumps({"QueryRetrieveLevel": level.upper(), **keys}, ensure_ascii=False).encode("utf-8")
+    try:
+        yield
+    except MifasError:
+        audit.emit(audit.messages.query, name, host, query, outcome=audit.messages.SERIOUS_FAILURE)
+        raise
+    audit.emit(audit.messages.query, name, host, query)
+
+
+def _audit_peer(source: Node | ClusterProfile) -> tuple[str, str | None]:
+    """(AE title, host) of a node or of a cluster's virtual IP, for audit messages."""
+    vip = getattr(source, "vip", None)
+    return (source.ae_title, vip.host if vip is not None else getattr(source, "host", None))
+
+
+def _audit_transferred(study: audit.StudyRef, profile: ClusterProfile, outcome: object) -> None:
+    name, host = _audit_peer(profile)
+    complete = bool(getattr(outcome, "complete", False))
+    audit.emit(audit.messages.transferred, name, host, study,
+               outcome=audit.messages.SUCCESS if complete else audit.messages.MINOR_FAILURE,
+               outcome_text=None if complete else "the retrieval is incomplete")
+
+
+def _folder_study(sink: _FolderSink, study_uid: str, outcome: object) -> audit.StudyRef:
+    """The study and patient of a retrieval into a folder, from the header of one file it wrote."""
+    from viewer.library.header import index_row
+
+    uids = getattr(getattr(outcome, "result", None), "sop_instance_uids", ()) or ()
+    for uid in uids[:1]:
+        path = sink.path_for(uid)
+        try:
+            row = index_row(path.read_bytes()) if path is not None else None
+        except (OSError, MifasError):
+            row = None
+        if row is not None:
+            return audit.StudyRef(study_uid, row.study[2], row.study[1] or None, len(uids))
+    return audit.StudyRef(study_uid, instances=len(uids) or None)
+
+
+def _find(client: PacsClient, args: argparse.Namespace, node: Node) -> int:
     if not 1 <= args.limit <= FIND_RESULTS_LIMIT_MAX:
         raise UsageError(f"--limit must be between 1 and {FIND_RESULTS_LIMIT_MAX}")
-    rows = client.find(args.level, _parse_keys(args.key), limit=args.limit)
+    keys = _parse_keys(args.key)
+    with _audited_query(node, args.level, keys):
+        rows = client.find(args.level, keys, limit=args.limit)
     for row in rows:
         print(json.dumps(row, ensure_ascii=False, sort_keys=True))
     if getattr(rows, "truncated", False):
         _warn(f"the node had more than {args.limit} matches; only the first {args.limit} are shown "
               "(narrow the search, or raise --limit)")
+        return EXIT_TRUNCATED
     return EXIT_OK
 
 
@@ -254,24 +313,34 @@ def _get(profile: ClusterProfile, args: argparse.Namespace) -> int:
             raise UsageError(f"{label} '{uid}' is not a valid UID")
     progress = _ProgressLine(args.progress or sys.stderr.isatty())
     events = printing_event_log()
+    name, host = _audit_peer(profile)
     try:
         if args.library:
             with Library.open(Path(args.library).expanduser()) as library:
                 jobs = JobStore(library)
                 try:
                     job = jobs.get(jobs.add(args.study, args.series, profile.name))
+                    audit.emit(audit.messages.transfer_begin, name, host, audit.study_ref(library, args.study))
                     outcome = run_job(ResilientClient(profile, library, on_event=events.record), jobs, job,
                                       progress=progress)
                     if outcome is None:  # the job records why; it stays in the library to be resumed
+                        _audit_transferred(audit.study_ref(library, args.study), profile, None)
                         reason = jobs.get(job.job_id).last_error or "the retrieval failed"
                         raise MifasError(f"{reason.rstrip('.')}. The images already here are kept; run the same "
                                          "command again to fetch only the missing ones.")
+                    _audit_transferred(audit.study_ref(library, args.study), profile, outcome)
                 finally:
                     jobs.close()
         else:
             sink = _FolderSink(Path(args.out).expanduser())
-            outcome = retrieve(profile, args.study, args.series, sink=sink, held=sink.held, progress=progress,
-                               on_event=events.record)
+            audit.emit(audit.messages.transfer_begin, name, host, audit.StudyRef(args.study))
+            try:
+                outcome = retrieve(profile, args.study, args.series, sink=sink, held=sink.held, progress=progress,
+                                   on_event=events.record)
+            except MifasError:
+                _audit_transferred(audit.StudyRef(args.study), profile, None)
+                raise
+            _audit_transferred(_folder_study(sink, args.study, outcome), profile, outcome)
     finally:
         progress.finish()
     print(outcome.describe())
@@ -293,7 +362,9 @@ def _run_cluster(args: argparse.Namespace) -> int:
     if args.command == "find":
         if not 1 <= args.limit <= FIND_RESULTS_LIMIT_MAX:
             raise UsageError(f"--limit must be between 1 and {FIND_RESULTS_LIMIT_MAX}")
-        return cluster_find(profile, args.level, _parse_keys(args.key), args.limit)
+        keys = _parse_keys(args.key)
+        with _audited_query(profile, args.level, keys):
+            return cluster_find(profile, args.level, keys, args.limit)
     return _get(profile, args)
 
 
@@ -318,6 +389,19 @@ def run(argv: Sequence[str] | None = None) -> int:
     """The command; raises UsageError or MifasError (main() turns them into the exit status)."""
     args = _parser().parse_args(argv)
     _configure_logging(args.verbose)
+    if args.command == "secret":  # the OS keyring only: no node, no settings
+        return run_secret_command(args)
+    audit.start(PROG, warn=_warn)  # Application Start; the messages go out from a background thread
+    try:
+        return _run_command(args)
+    except MifasError as exc:
+        audit.authentication_failure(exc, getattr(args, "node", None) or args.cluster, None)
+        raise
+    finally:
+        audit.stop()  # Application Stop; what the repository has not taken yet is sent by the next start
+
+
+def _run_command(args: argparse.Namespace) -> int:
     if getattr(args, "cluster", None):
         return _run_cluster(args)
     from viewer.settings import load_settings
@@ -340,7 +424,7 @@ def run(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "echo":
             return _echo(client, node)
-        return _find(client, args)
+        return _find(client, args, node)
     finally:
         client.close()
 

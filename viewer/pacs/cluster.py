@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viewer.errors import PacsError
 from viewer.json_input import parse_json
@@ -41,8 +41,12 @@ from viewer.pacs.node import (
     DEFAULT_STORAGE_PORT,
     Node,
     Timeouts,
+    auth_from_json_lazily,
+    auth_to_json_lazily,
     timeouts_from_json,
     timeouts_to_json,
+    tls_from_json_lazily,
+    tls_to_json_lazily,
     validate_ae_title,
     validate_host,
     validate_port,
@@ -50,6 +54,10 @@ from viewer.pacs.node import (
 )
 from viewer.pacs.retry import RetryPolicy
 from viewer.private import private_dir
+
+if TYPE_CHECKING:
+    from viewer.pacs.tls import TlsSettings
+    from viewer.pacs.webauth import WebAuth
 
 SYSTEM_PROFILE_DIR = Path("/etc/mifas-viewer")  # stands for "the system folder": see system_profile_dir()
 SYSTEM_CONFIG_DIR_ENV = "MIFAS_SYSTEM_CONFIG_DIR"
@@ -82,6 +90,7 @@ class ClusterAddress:
     dicomweb_url: str | None = None
     rest_url: str | None = None
     via: str | None = None  # a replica's retrieval method (None: the profile's preferred one)
+    tls: TlsSettings | None = None  # overrides the profile's (e.g. a member whose certificate names it alone)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "host", validate_host(self.host))
@@ -116,6 +125,8 @@ class ClusterProfile:
     # serve at once (an active/active cluster on shared storage) rather than one behind the virtual IP.
     replicas: tuple[ClusterAddress, ...] = ()
     active_active: bool = False
+    tls: TlsSettings | None = None  # DICOM TLS to the VIP and every member (an address's own 'tls' overrides it)
+    auth: WebAuth | None = None  # signing in to the DICOMweb server of the VIP and every member (viewer.pacs.webauth)
 
     @classmethod
     def of_node(cls, node: Node, via: str = "get", *, move_port: int = DEFAULT_STORAGE_PORT,
@@ -127,11 +138,11 @@ class ClusterProfile:
         if via == "wado" and not node.dicomweb_url:
             raise PacsError(f"No DICOMweb URL is configured for the node '{node.name}'.")
         address = ClusterAddress(node.host, node.port, name=node.name, ae_title=node.ae_title,
-                                 dicomweb_url=node.dicomweb_url)
+                                 dicomweb_url=node.dicomweb_url, tls=node.tls)
         transports = ("dimse", "dicomweb") if node.dicomweb_url else ("dimse",)
         return cls(name=f"{NODE_SOURCE_PREFIX}{via}:{node.name}", vip=address, ae_title=node.ae_title, calling_ae=node.calling_ae,
                    transports=transports, preferred=via, fallbacks=(), timeouts=node.timeouts,
-                   retry=retry or SINGLE_NODE_RETRY, move_port=move_port)
+                   retry=retry or SINGLE_NODE_RETRY, move_port=move_port, auth=node.auth)
 
     @property
     def single_node(self) -> tuple[str, str] | None:
@@ -184,7 +195,8 @@ class ClusterProfile:
     def node_for(self, address: ClusterAddress, index: int = 0) -> Node:
         name = address.name or (VIP_NAME if address is self.vip else f"member {index}")
         return Node(name=name, ae_title=address.ae_title or self.ae_title, host=address.host, port=address.port,
-                    calling_ae=self.calling_ae, dicomweb_url=address.dicomweb_url, timeouts=self.timeouts)
+                    calling_ae=self.calling_ae, dicomweb_url=address.dicomweb_url, timeouts=self.timeouts,
+                    tls=address.tls or self.tls, auth=self.auth)
 
     def candidates(self) -> list[Node]:
         """The nodes to try, VIP first, then the members in the order given."""
@@ -238,12 +250,13 @@ def _address_from_json(data: Any, what: str) -> ClusterAddress:
     for key in ("host", "port"):
         if key not in data:
             raise PacsError(f"The {what} lacks '{key}'.")
-    unknown = set(data) - {"host", "port", "name", "ae_title", "dicomweb_url", "rest_url", "via"}
+    unknown = set(data) - {"host", "port", "name", "ae_title", "dicomweb_url", "rest_url", "via", "tls"}
     if unknown:
         raise PacsError(f"The {what} has unknown keys: {', '.join(sorted(unknown))}.")
     return ClusterAddress(host=data["host"], port=data["port"], name=str(data.get("name") or ""),
                           ae_title=data.get("ae_title") or None, dicomweb_url=data.get("dicomweb_url") or None,
-                          rest_url=data.get("rest_url") or None, via=data.get("via") or None)
+                          rest_url=data.get("rest_url") or None, via=data.get("via") or None,
+                          tls=tls_from_json_lazily(data.get("tls")))
 
 
 def _address_to_json(address: ClusterAddress) -> dict[str, Any]:
@@ -251,6 +264,8 @@ def _address_to_json(address: ClusterAddress) -> dict[str, Any]:
     for key in ("name", "ae_title", "dicomweb_url", "rest_url", "via"):
         if getattr(address, key):
             out[key] = getattr(address, key)
+    if address.tls is not None:
+        out["tls"] = tls_to_json_lazily(address.tls)
     return out
 
 
@@ -311,6 +326,8 @@ def profile_from_json(data: Any) -> ClusterProfile:
             move_port=data.get("move_port", DEFAULT_STORAGE_PORT),
             replicas=tuple(_address_from_json(m, f"replica {i + 1}") for i, m in enumerate(replicas)),
             active_active=active_active,
+            tls=tls_from_json_lazily(data.get("tls")),
+            auth=auth_from_json_lazily(data.get("auth")),
         )
     except PacsError as exc:
         raise PacsError(f"Cluster profile '{name}': {exc}") from None
@@ -332,6 +349,8 @@ def profile_to_json(profile: ClusterProfile) -> dict[str, Any]:
         "move_port": profile.move_port,
         "replicas": [_address_to_json(r) for r in profile.replicas],
         "active_active": profile.active_active,
+        **({"tls": tls_to_json_lazily(profile.tls)} if profile.tls is not None else {}),
+        **({"auth": auth_to_json_lazily(profile.auth)} if profile.auth is not None else {}),
     }
 
 

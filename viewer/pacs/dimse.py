@@ -157,11 +157,16 @@ def _connect(
         (evt.EVT_PDU_RECV, activity.touch),
         *(handlers or []),
     ]
+    tls_args = None
+    if node.tls is not None:
+        from viewer.pacs.tls import client_context, server_hostname
+
+        tls_args = (client_context(node.tls), server_hostname(node))
     started = time.monotonic()
     try:
         assoc = ae.associate(
             node.host, node.port, contexts=contexts, ae_title=node.ae_title, max_pdu=MAX_PDU_BYTES,
-            ext_neg=ext_neg, evt_handlers=evt_handlers,
+            ext_neg=ext_neg, evt_handlers=evt_handlers, tls_args=tls_args,
         )
     except (ValueError, TypeError) as exc:  # pynetdicom validates its arguments: a bad value of ours
         raise PacsError(f"Cannot open an association to {node.describe()}: {exc}") from exc
@@ -175,6 +180,12 @@ def _connect(
         primitive = assoc.acceptor.primitive
         raise rejection_error(node, getattr(primitive, "result", None), getattr(primitive, "result_source", None),
                               getattr(primitive, "diagnostic", None))
+    if node.tls is not None and activity.pdus == 0:  # pynetdicom only logs why TLS failed: handshake once more
+        from viewer.pacs.tls import probe
+
+        reason = probe(node)
+        if reason is not None:
+            raise reason
     if not connected.is_set():
         raise _unreachable(node)
     if assoc.rejected_contexts and not assoc.accepted_contexts:
@@ -466,10 +477,11 @@ class DimseClient:
     def _storage_scp(self, ae_title: str, port: int, address: str) -> StorageScp:
         """The Storage SCP for our C-MOVEs, started on first use and kept until close()."""
         scp = self._scp
-        if scp is not None and (scp.ae_title, scp.address) == (ae_title, address) and port in (0, scp.port):
+        if (scp is not None and (scp.ae_title, scp.address, scp.tls) == (ae_title, address, self.node.tls)
+                and port in (0, scp.port)):
             return scp
         self.close()
-        self._scp = StorageScp(ae_title, port, address, self.node.timeouts.network_s).start()
+        self._scp = StorageScp(ae_title, port, address, self.node.timeouts.network_s, tls=self.node.tls).start()
         return self._scp
 
     # -- the transport-neutral interface (viewer.pacs.client.PacsClient) -------------------------------

@@ -15,9 +15,13 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from viewer.errors import PacsError
+
+if TYPE_CHECKING:  # viewer.pacs.tls imports ssl: only a node that uses TLS loads it
+    from viewer.pacs.tls import TlsSettings
+    from viewer.pacs.webauth import WebAuth
 
 QueryLevel = Literal["patient", "study", "series", "image"]
 QUERY_LEVELS: tuple[str, ...] = ("patient", "study", "series", "image")
@@ -53,7 +57,8 @@ class Timeouts:
     dimse_s
         Silence while a request is outstanding: no PDU at all (DIMSE) or no bytes (HTTP) for this long means the
         node stopped answering.  Every PDU or chunk that arrives restarts it, so a slow transfer that keeps
-        moving is never cut, however long it takes in total.
+        moving is never cut, however long it takes in total.  On the lean association a PDU restarts it when it is
+        whole, or after each 64 KiB of it: a peer that trickles bytes slower than that is silent.
     network_s
         Silence on a connection with nothing outstanding (pynetdicom's ``network_timeout``): an idle
         association, and each association a peer opens to our Storage SCP during a C-MOVE, is dropped after it.
@@ -114,8 +119,9 @@ def validate_url(value: str) -> str:
     """An http(s) base URL without credentials or a query (they would be kept in settings and shown in messages)."""
     if isinstance(value, str) and re.match(r"^https?://[^\s/?#]*@", value):
         raise PacsError("A DICOMweb URL must not carry a user name or password ('user:password@'): they would be "
-                        "stored in plain text and shown in messages. Remove them from the URL; signing in to "
-                        "DICOMweb servers is not supported yet (see the administrator's guide).")
+                        "stored in plain text and shown in messages. Remove them from the URL: the user name goes "
+                        "in the node's \"auth\" settings and the password in the OS keyring ('mifas-pacs secret "
+                        "set NAME'; see \"Signing in to DICOMweb servers\" in the administrator's guide).")
     if not isinstance(value, str) or not re.match(r"^https?://[^\s/?#]+(/[^\s?#]*)?$", value):
         raise PacsError(f"'{without_secrets(value)[:200]}' is not an http:// or https:// URL without a query.")
     return value.rstrip("/")
@@ -139,6 +145,8 @@ class Node:
     calling_ae: str = DEFAULT_CALLING_AE
     dicomweb_url: str | None = None
     timeouts: Timeouts = field(default_factory=Timeouts)
+    tls: TlsSettings | None = None  # DICOM TLS on every association with this node (viewer.pacs.tls)
+    auth: WebAuth | None = None  # signing in to its DICOMweb server, and HTTPS trust (viewer.pacs.webauth)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "ae_title", validate_ae_title(self.ae_title, "called AE title"))
@@ -241,7 +249,39 @@ def node_to_json(node: Node) -> dict[str, Any]:
         "calling_ae": node.calling_ae,
         "dicomweb_url": node.dicomweb_url,
         "timeouts": timeouts_to_json(node.timeouts),
+        **({"tls": tls_to_json_lazily(node.tls)} if node.tls is not None else {}),
+        **({"auth": auth_to_json_lazily(node.auth)} if node.auth is not None else {}),
     }
+
+
+def tls_to_json_lazily(tls: TlsSettings) -> dict[str, Any] | None:
+    from viewer.pacs.tls import tls_to_json
+
+    return tls_to_json(tls)
+
+
+def tls_from_json_lazily(data: Any) -> TlsSettings | None:
+    """The node's ``tls`` entry (:func:`viewer.pacs.tls.tls_from_json`), importing ssl only when there is one."""
+    if data is None or data is False:
+        return None
+    from viewer.pacs.tls import tls_from_json
+
+    return tls_from_json(data)
+
+
+def auth_to_json_lazily(auth: WebAuth) -> dict[str, Any] | None:
+    from viewer.pacs.webauth import auth_to_json
+
+    return auth_to_json(auth)
+
+
+def auth_from_json_lazily(data: Any) -> WebAuth | None:
+    """The node's ``auth`` entry (:func:`viewer.pacs.webauth.auth_from_json`), loaded only when there is one."""
+    if data is None:
+        return None
+    from viewer.pacs.webauth import auth_from_json
+
+    return auth_from_json(data)
 
 
 def node_from_json(data: Mapping[str, Any]) -> Node:
@@ -260,6 +300,8 @@ def node_from_json(data: Mapping[str, Any]) -> Node:
         calling_ae=data.get("calling_ae") or DEFAULT_CALLING_AE,
         dicomweb_url=data.get("dicomweb_url") or None,
         timeouts=timeouts_from_json(data.get("timeouts")),
+        tls=tls_from_json_lazily(data.get("tls")),
+        auth=auth_from_json_lazily(data.get("auth")),
     )
 
 

@@ -10,6 +10,7 @@ gets Refused: Not Authorized and the retrieval reports it; a C-STORE outside a r
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import socketserver
@@ -18,20 +19,27 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from viewer.errors import PacsError
 from viewer.imports import need
 from viewer.pacs.association import MAX_PDU_BYTES
 from viewer.pacs.contexts import storage_scp_contexts
 from viewer.pacs.node import validate_ae_title, validate_port
+from viewer.pacs.pdu import PDU_HEADER_BYTES
 from viewer.pacs.sink import FOREIGN_PEER, InstanceSink
 from viewer.pacs.status import DimseStatus
+
+if TYPE_CHECKING:
+    from viewer.pacs.tls import TlsSettings
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE_ADDRESS = "0.0.0.0"
 SCP_POLL_S = 0.05  # how often the Storage SCP's accept loop checks for stop()
+# An A-ASSOCIATE-RQ proposing the 128 presentation contexts PS3.8 allows, each with a dozen transfer syntaxes, is
+# about 40 KiB; pynetdicom would read whatever length a peer announces (up to 4 GiB) before looking at it.
+ASSOCIATE_RQ_BYTES_MAX = 256 << 10
 PEER_ADDRESSES_MAX = 64  # addresses a host name may resolve to that we keep
 
 
@@ -74,14 +82,63 @@ class Peers:
         return ae_title.strip() in self.ae_titles and address in self.addresses
 
 
+class PduBound:
+    """Mixin for the sockets our Storage SCP reads with: follows the PDU headers (PS3.8 9.3.1: type, reserved,
+    4-byte length) in what pynetdicom reads and refuses, before buffering it, a first PDU (the A-ASSOCIATE-RQ)
+    longer than ASSOCIATE_RQ_BYTES_MAX or any later PDU longer than the Maximum Length we announce."""
+
+    _header = b""
+    _remaining = 0  # bytes of the current PDU's body still to come
+    _pdus = 0
+
+    def _bound(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            if self._remaining:
+                step = min(self._remaining, len(view))
+                self._remaining -= step
+                view = view[step:]
+                continue
+            need = PDU_HEADER_BYTES - len(self._header)
+            self._header += bytes(view[:need])
+            view = view[need:]
+            if len(self._header) == PDU_HEADER_BYTES:
+                length = int.from_bytes(self._header[2:6], "big")
+                limit = ASSOCIATE_RQ_BYTES_MAX if self._pdus == 0 else MAX_PDU_BYTES
+                if length > limit:
+                    raise ConnectionAbortedError(f"a peer announced a PDU of {length} bytes (limit {limit})")
+                self._pdus += 1
+                self._header, self._remaining = b"", length
+
+    def recv(self, bufsize: int, *args: Any) -> bytes:
+        data = super().recv(bufsize, *args)  # type: ignore[misc]
+        self._bound(data)
+        return data  # type: ignore[no-any-return]
+
+
+class _BoundedSocket(PduBound, socket.socket):
+    pass
+
+
+@functools.cache
+def _bounded_ssl_socket() -> type:
+    import ssl
+
+    class BoundedSSLSocket(PduBound, ssl.SSLSocket):
+        pass
+
+    return BoundedSSLSocket
+
+
 class StorageScp:
     """Binds `address`:`port` (``0.0.0.0`` = every interface; the PACS must reach it and list our AE title with
     this port); start()/stop() or a context manager.  A DimseClient keeps it listening between its retrievals
     and stops it on close()."""
 
     def __init__(self, ae_title: str, port: int, address: str = DEFAULT_STORAGE_ADDRESS,
-                 network_timeout_s: float = 60.0) -> None:
+                 network_timeout_s: float = 60.0, tls: TlsSettings | None = None) -> None:
         self.ae_title = validate_ae_title(ae_title, "storage AE title")
+        self.tls = tls  # set: only TLS associations, from a PACS whose certificate our CA signed
         self.port = validate_port(port) if port else 0  # 0: the OS picks one (see .port after start())
         self.address = address
         self.activity = Activity()
@@ -98,9 +155,27 @@ class StorageScp:
         from pynetdicom import AE, evt  # here: only a C-MOVE starts a Storage SCP
         from pynetdicom.transport import ThreadedAssociationServer
 
+        class Server(ThreadedAssociationServer):  # type: ignore[misc]
+            def get_request(self) -> tuple[socket.socket, Any]:
+                """pynetdicom does the TLS handshake here, in the accept loop: one peer that connects and stays
+                silent would block every later one.  Wrapped without a handshake, the association's own thread
+                does it on its first read, under its network timeout."""
+                client, address = self.socket.accept()
+                if self.ssl_context:  # its sslsocket_class is a PduBound one
+                    return self.ssl_context.wrap_socket(client, server_side=True,
+                                                        do_handshake_on_connect=False), address
+                bounded = _BoundedSocket(client.family, client.type, client.proto, fileno=client.detach())
+                return bounded, address
+
         from viewer.pacs.dimse import keep_patient_data_out_of_logs
 
         keep_patient_data_out_of_logs()
+        ssl_context = None
+        if self.tls is not None:
+            from viewer.pacs.tls import server_context
+
+            ssl_context = server_context(self.tls)
+            ssl_context.sslsocket_class = _bounded_ssl_socket()  # our own server context: only this SCP uses it
         ae = AE(ae_title=self.ae_title)
         ae.supported_contexts = storage_scp_contexts()
         ae.maximum_pdu_size = MAX_PDU_BYTES
@@ -109,7 +184,7 @@ class StorageScp:
         ae.dimse_timeout = self._network_timeout_s
         try:
             server = ae.make_server(
-                (self.address, self.port), server_class=ThreadedAssociationServer,
+                (self.address, self.port), server_class=Server, ssl_context=ssl_context,
                 evt_handlers=[(evt.EVT_C_STORE, self._on_c_store), (evt.EVT_PDU_RECV, self.activity.touch)],
             )
         except OSError as exc:

@@ -219,11 +219,12 @@ class PacsPanel(QWidget):
         def done(rows: list[dict[str, str]]) -> None:
             if serial != self._query_serial:
                 return
+            truncated = getattr(rows, "truncated", False) or len(rows) >= QUERY_RESULTS_MAX
             rows = [r for r in rows if is_valid_uid(r.get("StudyInstanceUID"))]
             rows.sort(key=lambda r: (r.get("StudyDate", ""), r.get("StudyTime", "")), reverse=True)
             self.results.set_rows(rows)
             self.table.resizeColumnsToContents()
-            more = " (the node may hold more; narrow the search)" if len(rows) >= QUERY_RESULTS_MAX else ""
+            more = " (the node holds more: only the first ones are shown; narrow the search)" if truncated else ""
             self._say(f"{len(rows)} stud{'y' if len(rows) == 1 else 'ies'} found on {self.node.name}{more}.")
 
         def failed(exc: BaseException) -> None:

@@ -199,15 +199,16 @@ class SettingsDialog(QDialog):
             raise MifasError("Give the node a name.")
         if any(n.name == name for i, n in enumerate(self.settings.nodes) if i != self._current):
             raise MifasError(f"Another node is already called '{name}'.")
-        return Node(
+        fields = dict(
             name=name,
             ae_title=self.ae_title.text(),
             host=self.host.text(),
             port=self.port.value(),
             calling_ae=self.calling_ae.text() or self.default_calling_ae.text() or DEFAULT_CALLING_AE,
             dicomweb_url=self.dicomweb_url.text().strip() or None,
-            **({"timeouts": previous.timeouts} if previous is not None else {}),
         )
+        # What the form does not show (timeouts, TLS, sign-in) stays as the settings file has it.
+        return dataclasses.replace(previous, **fields) if previous is not None else Node(**fields)
 
     def commit_form(self) -> bool:
         """Store the form into the node being edited; False (and the reason shown) when it is invalid."""

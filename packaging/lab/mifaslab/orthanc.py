@@ -21,12 +21,15 @@ import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 
 from viewer.errors import MifasError, PacsError
 from viewer.pacs.node import Node, Timeouts, validate_ae_title
+
+if TYPE_CHECKING:
+    from viewer.pacs.tls import TlsSettings
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class OrthancProcess:
         dicomweb: bool = True,
         remote_access: bool = True,
         extra_config: Mapping[str, Any] | None = None,
+        http_auth: tuple[str, str] | None = None,
+        node_tls: TlsSettings | None = None,
         startup_timeout_s: float = STARTUP_TIMEOUT_S,
         binary: Path | str = ORTHANC_BINARY,
     ) -> None:
@@ -83,10 +88,12 @@ class OrthancProcess:
         self.dicomweb = dicomweb and DICOMWEB_PLUGIN.exists()
         self.remote_access = remote_access
         self.extra_config = dict(extra_config or {})
+        self.node_tls = node_tls  # how a client reaches its DICOM port when extra_config turns DICOM TLS on
         self.startup_timeout_s = startup_timeout_s
         self.binary = Path(binary)
         self._process: subprocess.Popen[bytes] | None = None
         self._session = requests.Session()
+        self._session.auth = http_auth  # (user, password) for our own REST calls when extra_config turns auth on
 
     # -- addresses ------------------------------------------------------------------------------------------
 
@@ -104,7 +111,8 @@ class OrthancProcess:
 
     def node(self, calling_ae: str = "MIFAS", timeouts: Timeouts | None = None, name: str = "orthanc") -> Node:
         return Node(name=name, ae_title=self.aet, host="127.0.0.1", port=self.dicom_port, calling_ae=calling_ae,
-                    dicomweb_url=self.dicomweb_url if self.dicomweb else None, timeouts=timeouts or Timeouts())
+                    dicomweb_url=self.dicomweb_url if self.dicomweb else None, timeouts=timeouts or Timeouts(),
+                    tls=self.node_tls)
 
     # -- life cycle -----------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,26 @@ def missing_prerequisites() -> list[str]:
 # -- the lab ---------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class LabTls:
+    """DICOM TLS for the lab's Orthancs (PEM paths): their certificate (valid for the VIP and both members' IP
+    addresses), the CA they trust for clients, and the client certificate the lab's own echo presents."""
+
+    ca: Path
+    cert: Path
+    key: Path
+    client_cert: Path
+    client_key: Path
+
+    def orthanc_config(self) -> dict[str, Any]:
+        return {"DicomTlsEnabled": True, "DicomTlsCertificate": str(self.cert), "DicomTlsPrivateKey": str(self.key),
+                "DicomTlsTrustedCertificates": str(self.ca), "DicomTlsRemoteCertificateRequired": True}
+
+    def dcmtk_args(self) -> list[str]:
+        """DCMTK's options for a TLS client (echoscu, storescu) with the client certificate."""
+        return ["+tls", str(self.client_key), str(self.client_cert), "+cf", str(self.ca)]
+
+
 class ClusterLab:
     """Two Orthanc nodes behind a Heartbeat-moved virtual IP, in network namespaces; see the module docstring.
 
@@ -118,13 +139,14 @@ class ClusterLab:
     standby.  ``attach(workdir)`` gives a handle on a lab another process started (the demo command uses it).
     """
 
-    def __init__(self, workdir: Path | str, *, prefix: str = "mifas") -> None:
+    def __init__(self, workdir: Path | str, *, prefix: str = "mifas", tls: LabTls | None = None) -> None:
         if not _PREFIX_RE.match(prefix):
             raise ValueError(f"prefix must be 1-12 lowercase letters or digits, starting with a letter: {prefix!r}")
         self.workdir = Path(workdir).resolve()
         if not _WORKDIR_RE.match(str(self.workdir)):  # the generated shell scripts embed it unquoted
             raise ValueError(f"the workdir may hold only letters, digits and _ . / - : {str(self.workdir)!r}")
         self.prefix = prefix
+        self.tls = tls  # set: both Orthancs speak only DICOM TLS and require a client certificate
         self.lab_id = f"{prefix}-{secrets.token_hex(3)}"
         self.failed: dict[str, str] = {}  # node -> fault mode, until recover(node)
 
@@ -298,7 +320,8 @@ class ClusterLab:
         process = OrthancProcess(
             self.shared_dir, aet=PACS_AET, dicom_port=DICOM_PORT, http_port=HTTP_PORT,
             modalities={CLIENT_AET: (CLIENT_AET, CLIENT_IP, CLIENT_MOVE_PORT)}, always_allow=True,
-            dicomweb=True, remote_access=True, extra_config={"Name": f"mifas-{node}"},
+            dicomweb=True, remote_access=True,
+            extra_config={"Name": f"mifas-{node}", **(self.tls.orthanc_config() if self.tls else {})},
         )
         try:
             return process.config()
@@ -438,8 +461,9 @@ class ClusterLab:
     def echo(self, host: str = VIP, timeout_s: float = ECHO_TIMEOUT_S) -> bool:
         """One C-ECHO from the client side with DCMTK's echoscu (TCP_NODELAY=1): True when it succeeded."""
         seconds = str(max(1, round(timeout_s)))
-        argv = self.client_cmd([str(ECHOSCU), "-aet", CLIENT_AET, "-aec", PACS_AET, "-to", seconds, "-ta",
-                                seconds, "-td", seconds, host, str(DICOM_PORT)])
+        argv = self.client_cmd([str(ECHOSCU), *(self.tls.dcmtk_args() if self.tls else []), "-aet", CLIENT_AET,
+                                "-aec", PACS_AET, "-to", seconds, "-ta", seconds, "-td", seconds, host,
+                                str(DICOM_PORT)])
         try:
             result = subprocess.run(argv, capture_output=True, timeout=3 * timeout_s + 5,
                                     env={**os.environ, "TCP_NODELAY": "1"})
