@@ -29,8 +29,9 @@ from viewer.errors import (
     OperationCancelled,
     PacsTimeoutError,
 )
-from viewer.json_input import JsonTooDeep, parse_json
+from viewer.json_input import JsonRefused, parse_json
 from viewer.library.store import is_valid_uid
+from viewer.pacs import webauth
 from viewer.pacs.node import (
     DEFAULT_RETURN_KEYS,
     FIND_RESULTS_LIMIT_MAX,
@@ -225,11 +226,21 @@ class DicomWebClient:
         session: requests.Session | None = None,
         *,
         node: Node | None = None,
+        auth_handler: object | None = None,
     ) -> None:
         self.base_url = validate_url(base_url)
         self.timeouts = timeouts or (node.timeouts if node else Timeouts())
         self.node = node
         self._session = session or requests.Session()
+        # Signing in and HTTPS trust (viewer.pacs.webauth): the node's `auth`, one handler per node for the process
+        # (`auth_handler` replaces it: tests give one with their own clock).
+        self._auth_config = node.auth if node is not None else None
+        self._auth = auth_handler if auth_handler is not None else webauth.handler_for(self._auth_config,
+                                                                                      self.timeouts)
+        verify, self._cert = webauth.https_settings(self._auth_config)
+        self._verify = verify if self._auth_config is not None and self._auth_config.ca_file else None
+        if self._session.verify is True:
+            self._session.verify = verify  # the system's CA store, not only certifi's (REQUESTS_CA_BUNDLE wins)
 
     def __repr__(self) -> str:
         return f"DicomWebClient({self.base_url!r})"
@@ -243,13 +254,16 @@ class DicomWebClient:
              stream: bool = False) -> requests.Response:
         url = f"{self.base_url}{path}" + (f"?{query_string(params)}" if params else "")
         try:
-            prepared = self._session.prepare_request(requests.Request("GET", url, headers={"Accept": accept}))
+            prepared = self._session.prepare_request(requests.Request("GET", url, headers={"Accept": accept},
+                                                                      auth=self._auth or webauth.NO_SIGN_IN))
             prepared.url = url  # as we encoded it: requests would percent-encode "^" and "\\" again
-            settings = self._session.merge_environment_settings(url, {}, stream, None, None)
+            settings = self._session.merge_environment_settings(url, {}, stream, self._verify, self._cert)
             response = self._session.send(prepared, timeout=(self.timeouts.connect_s, self.timeouts.dimse_s),
                                           **settings)
         # The requests exceptions' texts carry the URL with its query string (the patient's name and birth date
         # of a search): our sentences take what they need of them (_reason), and the chain is cut (from None).
+        except requests.exceptions.SSLError as exc:
+            raise webauth.tls_failure(f"The DICOMweb server at {self.base_url}", exc, self._auth_config) from None
         except requests.ConnectTimeout:
             raise NodeUnreachableError(
                 f"The DICOMweb server at {self.base_url} did not answer within {self.timeouts.connect_s:g} s "
@@ -264,6 +278,10 @@ class DicomWebClient:
         except requests.RequestException as exc:
             raise DicomWebError(f"The request to the DICOMweb server at {self.base_url} failed ({_reason(exc)}).",
                                 transient=True) from None
+        if response.status_code in (401, 403):
+            response.close()
+            raise webauth.refused(f"The DICOMweb server at {self.base_url}", response.status_code, self._auth_config,
+                                  self._auth)
         if response.status_code >= 400:
             response.close()  # its body may echo the query (patient data): the status says enough
             raise DicomWebError(
@@ -323,12 +341,12 @@ class DicomWebClient:
             return []
         try:
             items = parse_json(body)
-        except JsonTooDeep as exc:
+        except JsonRefused as exc:  # too deep, or too many values
             raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a search answer we do not read: "
                                 f"{exc}.") from None
         except ValueError as exc:
             raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a search answer that is not JSON"
-                                f" ({_content_type(response)}).") from exc
+                                f" ({_shown(_content_type(response))}).") from exc
         if not isinstance(items, list):
             raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a search answer that is not a list.")
         return [dicom_json_to_dict(item) for item in items[:limit] if isinstance(item, Mapping)]
@@ -453,7 +471,7 @@ class DicomWebClient:
             boundary = _boundary(content_type)
             if not content_type.lower().startswith("multipart/related") or boundary is None:
                 raise DicomWebError(
-                    f"The DICOMweb server at {self.base_url} sent {content_type or 'an untyped answer'} "
+                    f"The DICOMweb server at {self.base_url} sent {_shown(content_type) or 'an untyped answer'} "
                     "instead of DICOM instances (multipart/related).")
             reader = MultipartReader(self._chunks(response, cancel), boundary,
                                      where=f"The DICOMweb server at {self.base_url}")
@@ -464,7 +482,7 @@ class DicomWebClient:
                 if part_type != "application/dicom" or not _part10_ok(body):
                     raise DicomWebError(
                         f"The DICOMweb server at {self.base_url} sent a part that is not a DICOM file "
-                        f"({part_type or 'untyped'}, {len(body)} bytes).")
+                        f"({_shown(part_type) or 'untyped'}, {len(body)} bytes).")
                 sink.offer(body, whole_series=whole_series)
                 if sink.fatal is not None:  # nothing more can be stored; the caller sees why
                     raise sink.fatal
@@ -491,6 +509,16 @@ class DicomWebClient:
 
 def _content_type(response: requests.Response) -> str:
     return response.headers.get("Content-Type", "")
+
+
+SHOWN_CHARS_MAX = 80  # of a server-chosen text (a content type) quoted in a message
+
+
+def _shown(text: str) -> str:
+    """A text the server chose, as a message may quote it: printable ASCII only (no line breaks that would forge
+    log lines), at most SHOWN_CHARS_MAX characters."""
+    clean = re.sub(r"[^\x20-\x7e]", "?", text)
+    return clean if len(clean) <= SHOWN_CHARS_MAX else clean[:SHOWN_CHARS_MAX] + "..."
 
 
 def _read_bounded(response: requests.Response, limit: int, where: str) -> bytes:
