@@ -14,6 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from viewer import audit
 from viewer.errors import LibraryError, MifasError, StorageFullError
 from viewer.imports import need
 from viewer.library.store import Library, StoreResult
@@ -116,7 +117,8 @@ def import_paths(
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
 ) -> ImportSummary:
-    files = expand_paths(paths)
+    paths_given = list(paths)
+    files = expand_paths(paths_given)
     summary = ImportSummary()
     total = len(files)
     done = 0
@@ -163,6 +165,11 @@ def import_paths(
                 fut.cancel()
             raise
     summary.cancelled = bool(cancel and cancel.is_set())
+    if summary.study_uids:  # the Import audit message: what was taken in, from where (paths in the audit XML only)
+        audit.emit(audit.messages.import_, ", ".join(str(p) for p in paths_given)[:1024],
+                   [audit.study_ref(library, uid) for uid in sorted(summary.study_uids)],
+                   outcome=audit.messages.MINOR_FAILURE if summary.failures_total or summary.cancelled
+                   else audit.messages.SUCCESS)
     return summary
 
 

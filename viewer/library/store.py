@@ -604,6 +604,9 @@ class Library:
 
     def delete_study(self, study_uid: str) -> int:
         """Remove a study from the index, then its files.  Returns the number of instances removed."""
+        from viewer import audit
+
+        study = audit.study_ref(self, study_uid)  # the DICOM Study Deleted audit message names what went
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             rows = self._db.execute(
@@ -619,6 +622,8 @@ class Library:
             self._db.execute("COMMIT")
         for (relpath,) in rows:
             (self.root / relpath).unlink(missing_ok=True)
+        if rows:
+            audit.emit(audit.messages.study_deleted, study)
         return len(rows)
 
     def fsck(self) -> dict[str, int]:

@@ -87,6 +87,9 @@ def _run(args: argparse.Namespace) -> int:
         if args.screenshot is None:
             QMessageBox.critical(None, APP_TITLE, str(exc))
         return EXIT_FAILED
+    from viewer import audit
+
+    audit.start("mifas-viewer")  # Application Start; IT's repository (if any) is fed from a background thread
     window = MainWindow(library, settings)
     try:
         window.show()
@@ -102,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
         window.close()
         window.shutdown()
         library.close()
+        audit.stop()  # Application Stop; what is still queued goes out at the next start
 
 
 def _load_settings():

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 import viewer
+from viewer import audit
 from viewer.dicom.pixels import PRESETS
 from viewer.dicom.volume import assemble
 from viewer.errors import MifasError, OperationCancelled
@@ -382,6 +383,8 @@ class MainWindow(QMainWindow):
         record = self.library.series_record(series_uid)
         description = record.series_description if record and record.series_description else "series"
         self.statusBar().showMessage(f"Opened {description} ({len(series)} images)", 5000)
+        if record is not None:  # DICOM Instances Accessed: once per series opened
+            audit.emit(audit.messages.instances_accessed, audit.study_ref(self.library, record.study_uid, len(series)))
         self.series_opened.emit(series_uid)
         return True
 
@@ -684,8 +687,20 @@ class MainWindow(QMainWindow):
 
     def export_view(self) -> None:
         path, _ = QFileDialog.getSaveFileName(self, "Export the view", "view.png", "PNG image (*.png)")
-        if path and not self.viewport.export_png(path):
+        if path:
+            self.export_view_to(path)
+
+    def export_view_to(self, path: str | Path) -> bool:
+        """The active view into a PNG at `path`, with its Export audit message; False (and a message) when it
+        cannot be written."""
+        if not self.viewport.export_png(path):
             self.show_error("Export failed", f"The view could not be written to {path}.")
+            return False
+        uid = self.current_series_uid
+        record = self.library.series_record(uid) if uid else None
+        studies = [audit.study_ref(self.library, record.study_uid)] if record is not None else []
+        audit.emit(audit.messages.export, str(path), studies)
+        return True
 
     # -- 3D ------------------------------------------------------------------------------------------------
 
