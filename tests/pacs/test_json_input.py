@@ -69,3 +69,15 @@ def test_a_deeply_nested_settings_file_gives_the_defaults_and_a_warning(tmp_path
     settings = load_settings(path, system_path=None)
     assert settings.nodes == [] or settings.nodes == ()
     assert any("damaged" in w for w in settings.warnings)
+
+
+def test_too_many_values_are_refused_before_parsing() -> None:
+    """64 MiB of "{}," would parse to more than a gigabyte; it is refused from its text, and a large but sane
+    document (a 10,000-match answer's worth of values) is not."""
+    from viewer.json_input import JSON_VALUES_MAX, JsonTooLarge
+
+    hostile = b"[" + b"{}," * (JSON_VALUES_MAX + 1) + b"{}]"
+    with pytest.raises(JsonTooLarge, match="more than 4,000,000 values"):
+        parse_json(hostile)
+    sane = "[" + ",".join('{"0020000D": {"vr": "UI", "Value": ["1.2.3"]}}' for _ in range(10_000)) + "]"
+    assert len(parse_json(sane)) == 10_000

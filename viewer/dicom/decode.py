@@ -13,21 +13,40 @@ What the pixel arrays mean (PS3.3 C.7.6.3, Image Pixel Module):
 Before a codec sees them, the pixel data element is checked against the header (:func:`_check_pixel_element`) and
 so is every encapsulated frame's codestream (:func:`codestream_size`).  The file itself is read by
 :mod:`viewer.dicom.image`.
+
+A frame that pydicom's decoders (pylibjpeg, pillow, pydicom's own) all refuse is tried once more with a second,
+independent decoder, imagecodecs (libjpeg-turbo, CharLS, OpenJPEG: :func:`_second_decoder`), before it is called
+undecodable.  The known case is 12-bit JPEG with non-conformant scan parameters (Se 0 instead of 63), which
+libjpeg-turbo and DCMTK read with a warning and pylibjpeg-libjpeg refuses.  A refusal by every decoder is a plain
+sentence; the codecs' own messages go to the log.
 """
 
 from __future__ import annotations
 
+import logging
 import struct
+from collections.abc import Callable
 from typing import Any, BinaryIO
 
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, convert_color_space, get_decoder
 from pydicom.uid import (
+    HTJ2K,
+    JPEG2000,
     DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
+    HTJ2KLossless,
+    HTJ2KLosslessRPCL,
     ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    JPEGExtended12Bit,
+    JPEGLossless,
+    JPEGLosslessSV1,
+    JPEGLSLossless,
+    JPEGLSNearLossless,
 )
 
 from viewer.errors import DicomError, ImageTooLargeError, MalformedDicomError, UnsupportedImageError
@@ -40,6 +59,8 @@ from .info import (
     check_image_size,
     transfer_syntax_words,
 )
+
+log = logging.getLogger(__name__)
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 
@@ -194,52 +215,123 @@ def _decode_dataset(ds: Dataset, info: ImageInfo) -> np.ndarray:
         raise UnsupportedImageError(f"Images with the colour model {info.photometric!r} cannot be shown.")
     if tsuid not in NATIVE_TRANSFER_SYNTAXES:
         _check_codestreams(ds, info, words)
+    frames: list[int] = []  # one entry per frame kept (only the count matters)
     out: np.ndarray | None = None
-    decoded = 0
+
+    def keep(frame: np.ndarray) -> None:
+        nonlocal out
+        if frame.shape != info.frame_shape:
+            raise MalformedDicomError(
+                f"The {words} image data does not match its header ({frame.shape} vs {info.frame_shape})."
+            )
+        if out is None:
+            out = np.empty((info.frames, *frame.shape), dtype=frame.dtype)
+        out[len(frames)] = frame
+        frames.append(len(frames))
+
     try:
-        for arr, meta in decoder.iter_array(ds, as_rgb=True):
-            if decoded >= info.frames:
-                break
-            frame = _display_form(arr, meta, info, ds)
-            if frame.shape != info.frame_shape:
-                raise MalformedDicomError(
-                    f"The {words} image data does not match its header ({frame.shape} vs {info.frame_shape})."
-                )
-            if out is None:
-                out = np.empty((info.frames, *frame.shape), dtype=frame.dtype)
-            out[decoded] = frame
-            decoded += 1
+        try:
+            for arr, meta in decoder.iter_array(ds, as_rgb=True):
+                if len(frames) >= info.frames:
+                    break
+                keep(_display_form(arr, meta, info, ds))
+        except (DicomError, MemoryError, RecursionError, *_NEVER_SWALLOWED):
+            raise
+        except BaseException as exc:  # codecs written in Rust raise PanicException, a BaseException, on bad data
+            log.info("%s frame %d: pydicom's decoders refused it: %s", words, len(frames) + 1, exc)
+            second = _second_decoder(tsuid, info)
+            if second is None:
+                raise _refusal(tsuid, words) from exc
+            _decode_rest_with(second, ds, info, words, len(frames), keep, exc)
     except DicomError:
         raise
     except MemoryError as exc:
         raise ImageTooLargeError("There is not enough memory to decode this image.") from exc
     except RecursionError as exc:
         raise MalformedDicomError("The DICOM file is nested too deeply to be read.") from exc
-    except _NEVER_SWALLOWED:
-        raise
-    except BaseException as exc:  # codecs written in Rust raise PanicException, a BaseException, on bad data
-        reason = _short_reason(exc)
-        if tsuid in NATIVE_TRANSFER_SYNTAXES:
-            raise MalformedDicomError(f"The image data is damaged and cannot be read: {reason}.") from exc
-        raise UnsupportedImageError(f"{words} image cannot be decoded: {reason}.") from exc
-    if out is None or decoded < info.frames:
+    if out is None or len(frames) < info.frames:
         raise MalformedDicomError(
-            f"The {words} image data holds {decoded} frame(s) but the header announces {info.frames}."
+            f"The {words} image data holds {len(frames)} frame(s) but the header announces {info.frames}."
         )
     return out
 
 
-def _short_reason(exc: BaseException, chars_max: int = 160) -> str:
-    """The gist of a codec error: pydicom lists every plugin's failure on its own line; keep the first."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if len(lines) > 1 and lines[0].endswith(":"):
-        lines = lines[1:]
-    reason = lines[0] if lines else type(exc).__name__
-    for plugin in ("pylibjpeg: ", "pillow: ", "gdcm: ", "pyjpegls: ", "pylibjpeg-", "pydicom: "):
-        if reason.startswith(plugin):
-            reason = reason[len(plugin):]
-    reason = reason.rstrip(".")
-    return reason if len(reason) <= chars_max else reason[: chars_max - 1] + "…"
+def _refusal(tsuid: str, words: str) -> DicomError:
+    """What every decoder's refusal says: a sentence, no codec's words (they are in the log)."""
+    if tsuid in NATIVE_TRANSFER_SYNTAXES:
+        return MalformedDicomError("The image data is damaged and cannot be read.")
+    return UnsupportedImageError(
+        f"{words} image cannot be decoded: its compressed data is damaged, or uses a form of the compression "
+        f"that none of the installed decoders reads."
+    )
+
+
+_JPEG_LOSSY = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit})
+_JPEG_LOSSLESS = frozenset({JPEGLossless, JPEGLosslessSV1})
+_JPEG_LS = frozenset({JPEGLSLossless, JPEGLSNearLossless})
+_JPEG_2000 = frozenset({JPEG2000Lossless, JPEG2000, HTJ2KLossless, HTJ2KLosslessRPCL, HTJ2K})
+
+SecondDecoder = Callable[[bytes], "tuple[np.ndarray, str]"]
+
+
+def _second_decoder(tsuid: str, info: ImageInfo) -> SecondDecoder | None:
+    """imagecodecs' decoder for this kind of frame, returning (array, photometric interpretation of the array),
+    or None where there is none we trust to give what pydicom's decoders would (colour lossless JPEG and colour
+    JPEG-LS leave the colour model to conventions we do not second-guess; palette colour likewise).  imagecodecs
+    is imported here only: it is needed only once pydicom's decoders have refused a frame."""
+    gray = info.samples_per_pixel == 1 and not info.is_palette
+    kinds = _JPEG_LOSSY | _JPEG_2000 | ((_JPEG_LOSSLESS | _JPEG_LS) if gray else frozenset())
+    if tsuid not in kinds or info.is_palette:
+        return None
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    if tsuid in _JPEG_LOSSY | _JPEG_LOSSLESS:
+        if gray:
+            return lambda data: (imagecodecs.jpeg8_decode(data), info.photometric)
+        # DICOM says what the colour model is (PS3.5 8.2.1): RGB is stored without a colour transform, whatever
+        # the JPEG's own markers suggest; YBR is converted to RGB by libjpeg-turbo.
+        source = "RGB" if info.photometric == "RGB" else "YCBCR"
+        return lambda data: (imagecodecs.jpeg8_decode(data, colorspace=source, outcolorspace="RGB"), "RGB")
+    if tsuid in _JPEG_LS:
+        return lambda data: (imagecodecs.jpegls_decode(data), info.photometric)
+    # JPEG 2000: the codestream's component transform (YBR_ICT / YBR_RCT) is undone by the decoder (PS3.5 A.4.4).
+    return lambda data: (imagecodecs.jpeg2k_decode(data), info.photometric)
+
+
+def _decode_rest_with(second: SecondDecoder, ds: Dataset, info: ImageInfo, words: str, start: int,
+                      keep: Callable[[np.ndarray], None], first: BaseException) -> None:
+    """Decode frames ``start`` onwards with the second decoder; a frame it refuses too ends it with a sentence."""
+    from pydicom.encaps import generate_frames
+
+    try:
+        for index, data in enumerate(generate_frames(ds.PixelData, number_of_frames=info.frames)):
+            if index >= info.frames:
+                break
+            if index < start:
+                continue
+            try:
+                arr, photometric = second(data)
+            except (MemoryError, RecursionError, *_NEVER_SWALLOWED):
+                raise
+            except Exception as exc:
+                log.info("%s frame %d: the second decoder refused it too: %s", words, index + 1, exc)
+                raise _refusal("", words) from first
+            keep(_second_form(arr, photometric, info, ds))
+    except (DicomError, MemoryError, RecursionError, *_NEVER_SWALLOWED):
+        raise
+    except Exception as exc:  # the frames themselves cannot be split out of the encapsulated data
+        raise _refusal("", words) from exc
+
+
+def _second_form(arr: np.ndarray, photometric: str, info: ImageInfo, ds: Dataset) -> np.ndarray:
+    """A frame from the second decoder in the form pydicom's decoders give: stored values of the header's type
+    (JPEG codecs return signed data as unsigned: sign-extended from Bits Stored here), colour as RGB."""
+    if info.samples_per_pixel == 1 and not info.float_pixels and arr.ndim == 2:
+        arr = arr.astype(info.stored_dtype, copy=True)
+        _correct_unused_bits(arr, info)
+    return _display_form(arr, {"photometric_interpretation": photometric}, info, ds)
 
 
 def _display_form(arr: np.ndarray, meta: dict[str, Any], info: ImageInfo, ds: Dataset) -> np.ndarray:

@@ -29,7 +29,7 @@ from pydicom.filereader import read_dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from viewer.errors import DicomError, ImageTooLargeError, MalformedDicomError, NotDicomError
-from viewer.library.header import inflate_prefix
+from viewer.library.header import convert_elements, damaged, inflate_prefix
 
 from .decode import _check_pixel_element, _decode_dataset, _fast_path_ok, _read_native_gray
 from .info import IMAGE_BYTES_MAX, ImageInfo, _mebibytes, check_image_size, image_info, lut_items
@@ -64,7 +64,7 @@ def _parse_failure(exc: BaseException, has_preamble: bool) -> DicomError:
     if isinstance(exc, MemoryError):
         return ImageTooLargeError("The DICOM file is too large to read.")
     if has_preamble:
-        return MalformedDicomError(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).")
+        return damaged(exc)
     return NotDicomError("This is not a DICOM file.")
 
 
@@ -85,7 +85,9 @@ def _read_header(fp: BinaryIO, *, max_inflated_bytes: int) -> tuple[Dataset, Bin
             # The public read_file_meta_info() takes a path; we must not read the file twice.
             meta = pydicom.filereader._read_file_meta_info(fp)
             if str(meta.get("TransferSyntaxUID", "")) == DeflatedExplicitVRLittleEndian:
-                return _read_deflated_header(fp, meta, max_inflated_bytes)
+                inflated, src = _read_deflated_header(fp, meta, max_inflated_bytes)
+                convert_elements(inflated)
+                return inflated, src
             fp.seek(0)
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not has_preamble, defer_size=DEFER_VALUE_BYTES)
     except DicomError:
@@ -94,6 +96,7 @@ def _read_header(fp: BinaryIO, *, max_inflated_bytes: int) -> tuple[Dataset, Bin
         raise NotDicomError("This is not a DICOM file.") from exc
     except Exception as exc:  # pydicom raises many types for damaged input; RecursionError for deep nesting
         raise _parse_failure(exc, has_preamble) from exc
+    convert_elements(ds, has_preamble)
     if not has_preamble:
         # force=True accepts almost anything: insist on the elements of an image or at least a SOP instance.
         try:
@@ -254,8 +257,9 @@ def _with_pixel_element(header: Dataset, src: BinaryIO, tsuid: str, *, implicit_
     full = Dataset({tag: header.get_item(tag) for tag in header.keys()})
     full.file_meta = FileMetaDataset()
     full.file_meta.TransferSyntaxUID = tsuid
-    for tag in rest.keys():
-        full[tag] = rest.get_item(tag)
+    for tag in rest.keys():  # only the pixel data: what follows it (padding, signatures, junk) is not displayed
+        if tag in (TAG_PIXEL_DATA, TAG_FLOAT_PIXEL_DATA, TAG_DOUBLE_FLOAT_PIXEL_DATA):
+            full[tag] = rest.get_item(tag)
     return full
 
 

@@ -107,10 +107,11 @@ def read_header(source: str | os.PathLike | io.BufferedIOBase | bytes) -> Datase
         except InvalidDicomError as exc:
             raise NotDicomError("This is not a DICOM file.") from exc
         except (EOFError, OSError, ValueError, KeyError, TypeError, IndexError, RecursionError,
-                NotImplementedError, AttributeError, zlib.error) as exc:
+                NotImplementedError, AttributeError, zlib.error, struct.error) as exc:
             if has_preamble:
-                raise MalformedDicomError(f"The DICOM file is damaged and cannot be read ({type(exc).__name__}).") from exc
+                raise damaged(exc) from exc
             raise NotDicomError("This is not a DICOM file.") from exc
+        convert_elements(ds, has_preamble)
         # pydicom converts lazily: touch the identifying elements now so that errors surface here.
         try:
             uids = {k: ds.get(k) for k in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")}
@@ -125,6 +126,28 @@ def read_header(source: str | os.PathLike | io.BufferedIOBase | bytes) -> Datase
     finally:
         if isinstance(source, (str, os.PathLike)):
             fp.close()
+
+
+def damaged(exc: BaseException) -> MalformedDicomError:
+    """The error for a DICOM file pydicom cannot parse; what pydicom said goes to the log (it may quote values)."""
+    log.debug("unreadable DICOM: %s", type(exc).__name__)
+    return MalformedDicomError("The DICOM file is damaged and cannot be read.")
+
+
+def convert_elements(ds: Dataset, has_preamble: bool = True) -> None:
+    """Convert every element of `ds` read so far (pydicom converts lazily, at first access), so that a damaged
+    one (an unknown VR, a bad length) fails here with our sentence rather than in whatever reads it later.
+    Deferred values (large ones left in the file) are not read."""
+    try:
+        for tag in ds.keys():
+            raw = ds.get_item(tag, keep_deferred=True)
+            if getattr(raw, "value", True) is None and getattr(raw, "length", 0):
+                continue  # deferred: its value is still in the file
+            ds[tag]
+    except Exception as exc:
+        if has_preamble:
+            raise damaged(exc) from exc
+        raise NotDicomError("This is not a DICOM file.") from exc
 
 
 def _deflated_header(fp: io.BufferedIOBase) -> Dataset | None:
