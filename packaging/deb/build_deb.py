@@ -8,8 +8,10 @@ The recipe (the same one would serve a Windows or macOS installer, see docs/admi
    the interpreter is never bundled), in the staging tree at what will be its final path's place,
    ``<stage>/usr/lib/mifas-viewer`` (not /opt: Debian policy 9.1.1, and dpkg would remove an empty /opt that no
    package owns when ours is purged);
-2. the project installed into it **non-editable** from a copy of the source (``pip install``, from the wheels and
-   index pip is configured with; the build never touches the project's own ``.venv``), then pip and setuptools
+2. the dependencies installed into it exactly as ``requirements.lock`` pins them, every file checked against its
+   hash (``pip install --require-hashes``; the lock is written by ``lock.py``), then the project **non-editable**
+   from a copy of the source (``pip install --no-deps``; the build never touches the project's own ``.venv``), then
+   pip and setuptools
    removed, every ``__pycache__`` and the test suites of the bundled libraries left out, VTK cut down to the
    modules the viewer uses and the libraries they need (:func:`prune_vtk`: a probe in the staged venv imports the
    viewer's VTK modules and renders a small volume), its libraries stripped of their symbol tables;
@@ -42,6 +44,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 PACKAGE = "mifas-viewer"
+LOCK = HERE / "requirements.lock"  # written by lock.py: every bundled package pinned, with its hashes
 PREFIX = "/usr/lib/mifas-viewer"  # the venv's final path (Debian policy 9.1.1: a package never installs into /opt)
 SYSTEM_PYTHON = "/usr/bin/python3"
 COMMANDS = ("mifas-viewer", "mifas-pacs")
@@ -100,8 +103,10 @@ def make_venv(stage: Path, source: Path) -> Path:
     run([SYSTEM_PYTHON, "-m", "venv", str(venv)], "python3 -m venv (Debian: apt-get install python3-venv)")
     env = dict(os.environ, PIP_NO_COMPILE="1", PIP_DISABLE_PIP_VERSION_CHECK="1")
     env.pop("PYTHONPATH", None)
-    run([str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-compile", "--no-warn-script-location",
-         str(source)], "pip install", env=env)
+    pip = [str(venv / "bin/python"), "-m", "pip", "install", "-q", "--no-compile", "--no-warn-script-location"]
+    # The dependencies exactly as locked, each file checked against its hash; then the viewer itself, alone.
+    run([*pip, "--require-hashes", "--only-binary=:all:", "-r", str(LOCK)], "pip install (requirements.lock)", env=env)
+    run([*pip, "--no-deps", str(source)], "pip install", env=env)
     return venv
 
 
