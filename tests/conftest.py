@@ -8,6 +8,9 @@ import pytest
 
 from viewer.library import Library
 
+# The whole suite is watched for patient data and secrets in log lines and error texts (tests/leakcheck.py).
+pytest_plugins = ["tests.leakcheck"]
+
 
 @pytest.fixture
 def library(tmp_path: Path) -> Library:
@@ -30,3 +33,5 @@ def _no_system_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pyt
     """Every test sees an empty system-wide folder, never the machine's /etc/mifas-viewer (an installed package's
     defaults would change what the tests see).  A test that wants system defaults sets the variable itself."""
     monkeypatch.setenv("MIFAS_SYSTEM_CONFIG_DIR", str(tmp_path_factory.getbasetemp() / "no-system-config"))
+    # ... and the audit trail (viewer.audit) of the viewer and mifas-pacs they start goes to the test's own folder.
+    monkeypatch.setenv("MIFAS_AUDIT_DIR", str(tmp_path_factory.getbasetemp() / "audit"))

@@ -70,6 +70,17 @@ def test_find_prints_json_lines(address: str, config: Path, seed_data: Seed) -> 
     assert {r["SeriesInstanceUID"] for r in rows} == set(seed_data.two_series)
 
 
+def test_find_cut_at_its_limit_says_so_and_exits_3(address: str, config: Path, seed_data: Seed) -> None:
+    """More matches than --limit: the first ones printed, a warning, and exit status 3 (not 0: a script must not
+    take part of the list for all of it)."""
+    keys = ("--level", "image", "-k", f"StudyInstanceUID={seed_data.two_series_study}")
+    cut = mifas_pacs("find", "--node", address, *keys, "--limit", "4", config=config)
+    assert cut.returncode == 3, cut.stderr
+    assert len(cut.stdout.splitlines()) == 4 and "more than 4 matches" in cut.stderr
+    whole = mifas_pacs("find", "--node", address, *keys, "--limit", "10", config=config)
+    assert whole.returncode == 0 and len(whole.stdout.splitlines()) == 10, whole.stderr
+
+
 def test_get_into_a_folder(address: str, config: Path, seed_data: Seed, tmp_path: Path) -> None:
     out = tmp_path / "out"
     run = mifas_pacs("get", "--node", address, "--study", seed_data.two_series_study, "--out", str(out), config=config)
@@ -199,3 +210,19 @@ def test_damaged_system_files_are_warned_about_and_the_command_goes_on(address: 
     warnings = [line for line in run.stderr.splitlines() if line.startswith("mifas-pacs: warning: ")]
     assert len(warnings) == 1 and str(system / "settings.json") in warnings[0], run.stderr
     assert "answered in" in run.stdout
+
+
+def test_verbose_logs_carry_no_patient_data(address: str, config: Path, seed_data: Seed, tmp_path: Path) -> None:
+    """-v logs what happens (ours at INFO, pynetdicom's warnings) to stderr: UIDs, never a name, ID or birth date,
+    though the search asks by name and the answers carry them (stdout: the user's data, as asked)."""
+    from tests.leakcheck import PATIENT_VALUES
+
+    found = mifas_pacs("find", "-v", "--node", address, "--level", "study", "-k", "PatientName=Other^Person",
+                       "-k", "PatientBirthDate=", config=config)
+    assert found.returncode == 0 and "Other^Person" in found.stdout, found.stderr
+    got = mifas_pacs("get", "-v", "--node", address, "--study", seed_data.two_series_study,
+                     "--out", str(tmp_path / "out"), config=config)
+    assert got.returncode == 0, got.stderr
+    logged = found.stderr + got.stderr
+    assert " viewer." in logged, "-v logged nothing: the test would prove nothing"
+    assert [v for v in PATIENT_VALUES if v in logged] == []
