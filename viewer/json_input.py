@@ -1,7 +1,7 @@
 """JSON that comes from outside (no Qt): DICOMweb search answers, Orthanc's REST answers, settings and cluster
 profile files.  One parser with one nesting limit, so that a hostile or broken answer is a sentence, not a
-RecursionError deep in the json module or in the code that walks the result.  Sizes are bounded where the
-bytes are read (``viewer.pacs.dicomweb.QIDO_BYTES_MAX``, the settings and profile readers).
+RecursionError deep in the json module or in the code that walks the result, and one bound on how many values
+it may hold.  Sizes are bounded where the bytes are read.  The limits are :mod:`viewer.limits`'.
 """
 
 from __future__ import annotations
@@ -9,13 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-# DICOM JSON (PS3.18 F.2) nests two levels per sequence (the element's Value list, then the item); a search
-# answer is a list of objects of elements.  64 levels hold some 30 nested sequences, far beyond real data.
-JSON_DEPTH_MAX = 64
-# Values (objects, arrays, strings, numbers) in one document, counted before it is parsed: each costs 50-100 bytes
-# parsed, so a few bytes of text each ("{}," is three) could grow 64 MiB into gigabytes.  A search answer of 10,000
-# matches holds some 600,000; four million parse to 400 MiB at most.
-JSON_VALUES_MAX = 4_000_000
+from viewer.limits import JSON_DEPTH_MAX, JSON_VALUES_MAX
 
 
 class JsonRefused(ValueError):

@@ -20,12 +20,12 @@ import re
 
 from viewer.errors import MifasError
 from viewer.imports import need
+from viewer.limits import SECRET_LENGTH_MAX
 
 log = logging.getLogger(__name__)
 
 SERVICE = "mifas-viewer"
 REFERENCE_LENGTH_MAX = 200
-SECRET_LENGTH_MAX = 64 << 10  # a JWT with many claims fits; a file pasted by mistake does not
 _REFERENCE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@/+:-]*$")
 
 

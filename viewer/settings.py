@@ -33,6 +33,7 @@ import platformdirs
 
 from viewer.errors import MifasError
 from viewer.json_input import parse_json
+from viewer.limits import SETTINGS_BYTES_MAX
 
 # IT's folder ($MIFAS_SYSTEM_CONFIG_DIR, else /etc/mifas-viewer) is the folder the cluster profiles are read from:
 # one definition, in viewer.pacs.cluster, re-exported here under the settings' names.
@@ -55,7 +56,6 @@ SETTINGS_FILE_NAME = "settings.json"
 SYSTEM_SETTINGS_FILE_NAME = SETTINGS_FILE_NAME  # /etc/mifas-viewer/settings.json (never read as cluster profiles)
 SCALAR_KEYS = ("library_dir", "default_via", "calling_ae", "storage_port", "volume_memory_mib")
 SETTINGS_VERSION = 1
-SETTINGS_BYTES_MAX = 1 << 20  # a settings file larger than this is not ours
 NODES_MAX = 1000
 VIAS = ("get", "move", "wado")
 VOLUME_MEMORY_MIB_DEFAULT = 2048

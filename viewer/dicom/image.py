@@ -30,11 +30,11 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 
 from viewer.errors import DicomError, ImageTooLargeError, MalformedDicomError, NotDicomError
 from viewer.library.header import convert_elements, damaged, inflate_prefix
+from viewer.limits import HEADER_BYTES_MAX
 
 from .decode import _check_pixel_element, _decode_dataset, _fast_path_ok, _read_native_gray
 from .info import IMAGE_BYTES_MAX, ImageInfo, _mebibytes, check_image_size, image_info, lut_items
 
-HEADER_BYTES_MAX = 64 << 20
 """Limit on the non-pixel part of a file we are willing to hold (inflated, for deflated files)."""
 
 DEFER_VALUE_BYTES = 1 << 20

@@ -21,12 +21,12 @@ from pydicom.dataset import Dataset
 from pydicom.uid import UID
 
 from viewer.errors import ImageTooLargeError, MalformedDicomError, UnsupportedImageError
+from viewer.limits import IMAGE_BYTES_MAX
 
 from .pixels import Window
 
 log = logging.getLogger(__name__)
 
-IMAGE_BYTES_MAX = 1 << 30
 """Default limit for one decoded image, all frames together."""
 
 GRAYSCALE_PHOTOMETRICS = frozenset({"MONOCHROME1", "MONOCHROME2"})

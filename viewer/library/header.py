@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from viewer.errors import MalformedDicomError, NotDicomError
 from viewer.imports import need
+from viewer.limits import FRAMES_PER_INSTANCE_MAX, HEADER_BYTES_MAX
 from viewer.uid import is_valid_uid
 
 if TYPE_CHECKING:
@@ -31,11 +32,9 @@ if TYPE_CHECKING:
 # headers the fast reader takes (every little-endian one with plain values) never imports it.
 
 # Header reading stops before Pixel Data; this caps what a hostile header may make us read.
-HEADER_BYTES_MAX = 64 << 20
 # Number of Frames is the header's claim; the index (and the series the viewer builds from it, one entry per
 # frame) believes at most what the file can hold and at most this many (the longest cine loops and enhanced
 # multi-frame images have thousands): a 9 KB file that claims 2,147,483,647 frames hung the viewer.
-FRAMES_PER_INSTANCE_MAX = 100_000
 # Transfer syntaxes whose pixel data is stored as it is (PS3.5 A.1-A.3): a frame takes at least a bit per pixel.
 _NATIVE_SYNTAXES = frozenset({"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"})
 _DEFLATED_SYNTAX = "1.2.840.10008.1.2.1.99"

@@ -18,11 +18,11 @@ from viewer import audit
 from viewer.errors import LibraryError, MifasError, StorageFullError
 from viewer.imports import need
 from viewer.library.store import Library, StoreResult
+from viewer.limits import WALK_FILES_MAX
 
 # Files stored concurrently: fsync and file I/O release the GIL, parsing does not; more than a few gains nothing.
 IMPORT_WORKERS = 4
 # A folder walk is bounded so that a symlink loop or a mistaken "/" cannot run forever.
-WALK_FILES_MAX = 2_000_000
 FAILURES_LISTED_MAX = 10_000
 
 Progress = Callable[[int, int], None]  # (files done, files total)

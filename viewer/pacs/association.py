@@ -36,6 +36,7 @@ from viewer.errors import (
     PacsError,
     PacsTimeoutError,
 )
+from viewer.limits import MAX_PDU_BYTES, PROGRESS_BYTES
 from viewer.pacs.node import Node
 from viewer.pacs.pdu import (
     DATA_SET_ABSENT,
@@ -61,13 +62,9 @@ from viewer.pacs.pdu import (
 
 log = logging.getLogger(__name__)
 
-MAX_PDU_BYTES = 4 << 20  # our Maximum Length (PS3.8 D.1); a longer PDU from the peer aborts the association
 RECV_BUFFER_BYTES = MAX_PDU_BYTES + PDU_HEADER_BYTES + (1 << 20)  # one whole PDU plus room for large reads
 POLL_S = 0.1  # how often a blocked receive checks the cancel event and the deadline
 SOCKET_BUFFER_BYTES = 4 << 20
-# What restarts the silence clock: a whole PDU, or this many bytes of one.  A peer that trickles its answer a few
-# bytes at a time (slower than 64 KiB per dimse_s: 6.5 KB/s at a 10 s timeout) counts as silent.
-PROGRESS_BYTES = 64 << 10
 SPARE_BUFFERS_MAX = 2  # receive buffers kept for reuse after a large data set
 # A data set over the subclass's limit is drained (refused, the association goes on) up to this many times the
 # limit; a peer still sending then is not sending DICOM we can use, and the association is aborted.

@@ -39,15 +39,8 @@ from viewer.uid import is_valid_uid
 if TYPE_CHECKING:
     from viewer.pacs.client import PacsClient
     from viewer.pacs.cluster import ClusterProfile
-from viewer.pacs.node import (
-    FIND_RESULTS_LIMIT_MAX,
-    FIND_RESULTS_MAX,
-    QUERY_LEVELS,
-    Node,
-    Timeouts,
-    parse_node,
-    validate_url,
-)
+from viewer.limits import FIND_RESULTS_LIMIT_MAX, FIND_RESULTS_MAX
+from viewer.pacs.node import QUERY_LEVELS, Node, Timeouts, parse_node, validate_url
 
 # The heavy modules (pydicom, pynetdicom, the library) are imported where a command needs them, so that
 # `mifas-pacs --version` and a usage error answer at once.

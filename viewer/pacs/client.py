@@ -17,7 +17,6 @@ from viewer.imports import need
 from viewer.pacs.dimse import DEFAULT_ASSOCIATIONS, DimseClient
 from viewer.pacs.node import (
     DEFAULT_STORAGE_PORT,
-    FIND_RESULTS_LIMIT_MAX,
     Node,
     Progress,
     RetrieveResult,
@@ -28,8 +27,6 @@ log = logging.getLogger(__name__)
 
 Via = Literal["get", "move", "wado"]
 VIAS: tuple[str, ...] = ("get", "move", "wado")
-SERIES_PER_STUDY_MAX = 10_000
-INSTANCES_PER_SERIES_MAX = FIND_RESULTS_LIMIT_MAX
 
 
 @runtime_checkable

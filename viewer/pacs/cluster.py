@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from viewer.errors import PacsError
 from viewer.json_input import parse_json
+from viewer.limits import PROFILE_FILE_BYTES_MAX
 from viewer.pacs.node import (
     DEFAULT_CALLING_AE,
     DEFAULT_STORAGE_PORT,
@@ -62,7 +63,6 @@ if TYPE_CHECKING:
 SYSTEM_PROFILE_DIR = Path("/etc/mifas-viewer")  # stands for "the system folder": see system_profile_dir()
 SYSTEM_CONFIG_DIR_ENV = "MIFAS_SYSTEM_CONFIG_DIR"
 NOT_PROFILE_FILES = frozenset({"settings.json"})  # viewer.settings' system-wide defaults share the folder
-PROFILE_FILE_BYTES_MAX = 1 << 20
 PROFILES_MAX = 256
 MEMBERS_MAX = 8
 TRANSPORTS: tuple[str, ...] = ("dimse", "dicomweb")

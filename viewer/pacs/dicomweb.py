@@ -31,11 +31,18 @@ from viewer.errors import (
 )
 from viewer.json_input import JsonRefused, parse_json
 from viewer.library.store import is_valid_uid
+from viewer.limits import (
+    FIND_RESULTS_LIMIT_MAX,
+    FIND_RESULTS_MAX,
+    PART_BYTES_MAX,
+    PART_HEADERS_BYTES_MAX,
+    PREAMBLE_BYTES_MAX,
+    QIDO_BYTES_MAX,
+    SHOWN_CHARS_MAX,
+)
 from viewer.pacs import webauth
 from viewer.pacs.node import (
     DEFAULT_RETURN_KEYS,
-    FIND_RESULTS_LIMIT_MAX,
-    FIND_RESULTS_MAX,
     AnyEvent,
     Node,
     Progress,
@@ -53,10 +60,6 @@ log = logging.getLogger(__name__)
 CHUNK_BYTES = 1 << 20  # one read from the HTTP stream
 PARALLEL_REQUESTS = 4  # instance requests in flight at once when retrieving a list of instances
 SERIES_REQUEST_MIN = 8  # a list this long, and at least half its series, is fetched as the whole series
-PART_BYTES_MAX = 2 << 30  # one instance; a larger part is refused rather than buffered
-PREAMBLE_BYTES_MAX = 64 << 10  # text before the first boundary (RFC 2046 5.1.1 preamble)
-PART_HEADERS_BYTES_MAX = 16 << 10
-QIDO_BYTES_MAX = 64 << 20  # a QIDO-RS JSON answer
 ERROR_BODY_CHARS = 200  # of an error page, quoted in a message
 ACCEPT_DICOM = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 ACCEPT_JSON = "application/dicom+json, application/json;q=0.9"
@@ -511,7 +514,6 @@ def _content_type(response: requests.Response) -> str:
     return response.headers.get("Content-Type", "")
 
 
-SHOWN_CHARS_MAX = 80  # of a server-chosen text (a content type) quoted in a message
 
 
 def _shown(text: str) -> str:

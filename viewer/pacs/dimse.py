@@ -39,12 +39,12 @@ from viewer.errors import (
 )
 from viewer.imports import need
 from viewer.library.store import is_valid_uid
+from viewer.limits import FIND_RESULTS_MAX
 from viewer.pacs.association import MAX_PDU_BYTES, rejection_error, unreachable_error
 from viewer.pacs.contexts import PRESENTATION_CONTEXTS_MAX, UNCOMPRESSED_SYNTAXES
 from viewer.pacs.fastfind import FastFindClient
 from viewer.pacs.node import (
     DEFAULT_STORAGE_PORT,
-    FIND_RESULTS_MAX,
     Matches,
     Node,
     Progress,

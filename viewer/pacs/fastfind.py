@@ -31,6 +31,7 @@ from collections.abc import Callable, Mapping
 
 from viewer.errors import OperationCancelled, PacsError, PacsStatusError
 from viewer.imports import need
+from viewer.limits import FIND_RESULTS_LIMIT_MAX, FIND_RESULTS_MAX, IDENTIFIER_BYTES_MAX
 from viewer.pacs.association import DeadlineExceeded, IdleTimeout, LeanAssociation
 from viewer.pacs.contexts import (
     PATIENT_ROOT_FIND,
@@ -39,7 +40,7 @@ from viewer.pacs.contexts import (
     ImplicitVRLittleEndian,
 )
 from viewer.pacs.elements import keyword_of
-from viewer.pacs.node import FIND_RESULTS_LIMIT_MAX, FIND_RESULTS_MAX, Matches, Node
+from viewer.pacs.node import Matches, Node
 from viewer.pacs.pdu import (
     DATA_SET_ABSENT,
     PRIORITY_MEDIUM,
@@ -58,7 +59,6 @@ FIND_CONTEXT_ID = 1  # the one presentation context we propose
 # A match is a flat list of a few dozen short attributes (hundreds of bytes).  A megabyte is far beyond any
 # real one, yet small enough that a broken or hostile peer cannot make us hold much: a longer identifier is
 # drained without being kept (viewer.pacs.association) and ends the query with an error.
-IDENTIFIER_BYTES_MAX = 1 << 20
 # After our C-CANCEL-RQ (the limit was reached, or the caller cancelled) the peer has this long to send its
 # final response.  A PACS that honours C-CANCEL answers within a round trip plus what it had already queued;
 # one that ignores it and keeps flooding matches costs us at most this before we abort.

@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from viewer.errors import OperationCancelled, PacsError, PacsStatusError
+from viewer.limits import DATASET_BYTES_MAX
 from viewer.pacs.association import DeadlineExceeded, IdleTimeout, LeanAssociation
 from viewer.pacs.contexts import STUDY_ROOT_GET, ImplicitVRLittleEndian, get_presentation_contexts
 from viewer.pacs.dimse import LANE_INSTANCES_MIN
@@ -59,7 +60,6 @@ from viewer.pacs.status import FAILURE, PENDING, DimseStatus, category, describe
 log = logging.getLogger(__name__)
 
 GET_MODEL = STUDY_ROOT_GET
-DATASET_BYTES_MAX = 2 << 30  # a larger instance is refused (Out of Resources) and its bytes are discarded
 CANCEL_GRACE_S = 5.0  # after a C-CANCEL-RQ the peer has this long to send its final C-GET-RSP
 DEFAULT_ASSOCIATIONS = 2
 ASSOCIATIONS_MAX = 8

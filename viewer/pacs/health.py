@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from viewer.errors import MifasError
 from viewer.imports import need
 from viewer.json_input import parse_json
+from viewer.limits import SYSTEM_ANSWER_BYTES_MAX
 from viewer.pacs.cluster import MEMBERS_MAX, ClusterAddress, ClusterProfile
 from viewer.pacs.dimse import DimseClient
 from viewer.pacs.node import Node, Timeouts
@@ -49,7 +50,6 @@ EVENT_LOG_MAX = 500
 INTERVAL_MIN_S = 0.2
 PROBE_TIMEOUTS = Timeouts(connect_s=1.0, acse_s=2.0, dimse_s=2.0, network_s=3.0)
 HTTP_PROBE_TIMEOUT_S = 2.0
-SYSTEM_ANSWER_BYTES_MAX = 64 << 10  # Orthanc's GET /system: a few hundred bytes
 STOP_TIMEOUT_S = 10.0
 
 

@@ -25,8 +25,6 @@ if TYPE_CHECKING:  # viewer.pacs.tls imports ssl: only a node that uses TLS load
 
 QueryLevel = Literal["patient", "study", "series", "image"]
 QUERY_LEVELS: tuple[str, ...] = ("patient", "study", "series", "image")
-FIND_RESULTS_MAX = 10_000  # default `limit` of a query
-FIND_RESULTS_LIMIT_MAX = 1_000_000  # the largest `limit` a query accepts
 
 Sink = Callable[[bytes], object]
 """Receives one complete DICOM Part 10 file (preamble, file meta, data set) per instance;

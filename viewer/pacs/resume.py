@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 from viewer.errors import MifasError, OperationCancelled, PacsError
 from viewer.imports import need
 from viewer.library.store import Library
+from viewer.limits import FIND_RESULTS_MAX
 from viewer.pacs.cluster import ClusterProfile
 from viewer.pacs.dimse import DEFAULT_ASSOCIATIONS, DimseClient
-from viewer.pacs.node import FIND_RESULTS_MAX, Node, Progress, Sink
+from viewer.pacs.node import Node, Progress, Sink
 from viewer.pacs.reach import first_accepting, url_address
 from viewer.pacs.retry import (
     Attempt,

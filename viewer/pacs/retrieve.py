@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from viewer.errors import MifasError, OperationCancelled, PacsError
 from viewer.library.store import Library, is_valid_uid
 from viewer.library.writer import GroupWriter
+from viewer.limits import INSTANCES_PER_SERIES_MAX, SERIES_PER_STUDY_MAX
 from viewer.pacs.cluster import ClusterProfile
 from viewer.pacs.coalloc import CoAllocation, Source, SourceShare
-from viewer.pacs.node import FIND_RESULTS_LIMIT_MAX, AnyEvent, Node, Progress, RetrieveResult, Sink
+from viewer.pacs.node import AnyEvent, Node, Progress, RetrieveResult, Sink
 from viewer.pacs.retry import (
     Attempt,
     AttemptFailed,
@@ -50,8 +51,6 @@ from viewer.pacs.sink import REFUSED_LISTED_MAX, UNASKED, InstanceSink, Refusal
 log = logging.getLogger(__name__)
 
 OPERATION = {"get": "C-GET", "move": "C-MOVE", "wado": "WADO-RS"}
-SERIES_PER_STUDY_MAX = 10_000
-INSTANCES_PER_SERIES_MAX = FIND_RESULTS_LIMIT_MAX
 # A node that accepts the association and then aborts every C-GET before sending anything, this many times in a
 # row while we keep reaching it, is taken to refuse C-GET from us (Orthanc does so for callers it does not know).
 REFUSAL_ABORTS = 3

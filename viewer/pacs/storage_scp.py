@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from viewer.errors import PacsError
 from viewer.imports import need
+from viewer.limits import ASSOCIATE_RQ_BYTES_MAX
 from viewer.pacs.association import MAX_PDU_BYTES
 from viewer.pacs.contexts import storage_scp_contexts
 from viewer.pacs.node import validate_ae_title, validate_port
@@ -37,9 +38,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE_ADDRESS = "0.0.0.0"
 SCP_POLL_S = 0.05  # how often the Storage SCP's accept loop checks for stop()
-# An A-ASSOCIATE-RQ proposing the 128 presentation contexts PS3.8 allows, each with a dozen transfer syntaxes, is
-# about 40 KiB; pynetdicom would read whatever length a peer announces (up to 4 GiB) before looking at it.
-ASSOCIATE_RQ_BYTES_MAX = 256 << 10
 PEER_ADDRESSES_MAX = 64  # addresses a host name may resolve to that we keep
 
 

@@ -39,6 +39,7 @@ from urllib.parse import quote_plus
 
 from viewer.errors import DicomWebError, NodeUnreachableError, PacsError, PacsTimeoutError
 from viewer.imports import need
+from viewer.limits import TOKEN_ANSWER_BYTES_MAX
 from viewer.secrets import SecretStoreError, read_secret, validate_reference
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 
 AUTH_KINDS: tuple[str, ...] = ("none", "basic", "bearer", "client_credentials")
 REFRESH_MARGIN_S = 60.0  # fetch a new access token this long before the current one expires
-TOKEN_ANSWER_BYTES_MAX = 64 << 10
 SYSTEM_CA_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu
     "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
