@@ -88,6 +88,18 @@ def _trickle(data: bytes) -> Script:
     return script
 
 
+def _flood(conn: socket.socket) -> None:
+    """Accept, then answer the C-FIND with matches for ever (until the client cancels, aborts or leaves)."""
+    _accept(conn)
+    _request(conn)
+    match = _find_rsp(0xFF00, _identifier())
+    try:
+        for _ in range(1_000_000):
+            conn.sendall(match)
+    except OSError:
+        pass
+
+
 def _valid_answer() -> bytes:
     return _find_rsp(0xFF00, _identifier()) + _find_rsp(0x0000, None)
 
@@ -113,6 +125,7 @@ def dimse_catalogue() -> Iterator[tuple[str, Script]]:
     yield "A-RELEASE-RQ instead of an answer", _answer(pdu.encode_release_rq())
     yield "A-ABORT with an unknown reason", _answer(pdu.encode_abort(7, 99))
     yield "answer trickling in a byte at a time", _trickle(_valid_answer() * 50)
+    yield "C-FIND answering for ever", _flood
 
 
 def dimse_random(rng: random.Random) -> Iterator[tuple[str, Script]]:
@@ -126,11 +139,24 @@ def dimse_random(rng: random.Random) -> Iterator[tuple[str, Script]]:
         yield f"random #{n}", _answer(bytes(damaged))
 
 
+# Hostile callers of our C-MOVE Storage SCP (the worker runs the SCP and plays the caller): what each sends first.
+SCP_CATALOGUE: dict[str, bytes] = {
+    "A-ASSOCIATE-RQ claiming 4 GiB, then 1.2 GiB of it": pdu.PDU_HEADER.pack(0x01, 0, 0xFFFFFFF0),
+    "unknown PDU claiming 4 GiB": pdu.PDU_HEADER.pack(0x99, 0, 0xFFFFFFF0),
+    "garbage instead of an association request": bytes(range(256)) * 16,
+}
+
+
+def scp_cases() -> Iterator[Case]:
+    for name, first in SCP_CATALOGUE.items():
+        yield Case(f"Storage SCP: {name}", lambda first=first: {"op": "scp", "first": first.hex()}, lambda: None)
+
+
 def dimse_cases(pairs: Iterator[tuple[str, Script]], ops: tuple[str, ...] = ("find", "get")) -> Iterator[Case]:
     for name, script in pairs:
         for op in ops:
-            if op == "get" and name.startswith("answer trickling"):
-                continue  # the same transport as the C-FIND's; 10 s of the budget spared
+            if op == "get" and name.startswith(("answer trickling", "C-FIND answering")):
+                continue  # the same transport as the C-FIND's; budget spared
             servers: list[socket.socket] = []
 
             def prepare(script: Script = script, op: str = op, servers: list[socket.socket] = servers) -> dict:

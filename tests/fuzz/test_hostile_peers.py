@@ -4,6 +4,7 @@ any outcome other than an answer or a MifasError with a sentence fails the test,
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,7 @@ def check(report) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_hostile_dimse_peers(tmp_path: Path) -> None:
-    report = run_cases(peers.dimse_cases(peers.dimse_catalogue()),
+    report = run_cases(itertools.chain(peers.dimse_cases(peers.dimse_catalogue()), peers.scp_cases()),
                        lambda rng: peers.dimse_cases(peers.dimse_random(rng), ("find",)),
                        budget=budget_s() * SHARE, log=tmp_path / "worker.log", rng_seed=seed())
     check(report)

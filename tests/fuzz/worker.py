@@ -104,6 +104,9 @@ def run_peer(case: dict, refusals: Refusals) -> None:
 
     quick = Timeouts(connect_s=1.0, acse_s=1.0, dimse_s=1.0, network_s=2.0)
     op = case["op"]
+    if op == "scp":
+        _guard(refusals, "Storage SCP", lambda: _hostile_caller(bytes.fromhex(case["first"])))
+        return
     if op in ("find", "get"):
         node = Node(name="hostile", ae_title="ANYSCP", host="127.0.0.1", port=case["port"], calling_ae="MIFASTEST",
                     timeouts=quick)
@@ -126,6 +129,37 @@ def run_peer(case: dict, refusals: Refusals) -> None:
             _guard(refusals, "WADO-RS", lambda: client.retrieve(_STUDY, _SERIES, sink=lambda data: None))
     finally:
         client.close()
+
+
+def _hostile_caller(first: bytes) -> None:
+    """Our C-MOVE Storage SCP against a caller that sends `first`, then up to 1.2 GiB more of the same PDU: an SCP
+    that buffers what a peer announces goes past the 1 GiB watchdog.  Then a well-formed association must still be
+    accepted: the SCP survived."""
+    import socket as sockets
+
+    from pynetdicom import AE
+
+    from viewer.pacs import StorageScp
+
+    with StorageScp("FUZZSCP", 0, "127.0.0.1", network_timeout_s=2.0) as scp:
+        with sockets.create_connection(("127.0.0.1", scp.port), timeout=5) as peer:
+            try:
+                peer.sendall(first)
+                chunk = bytes(1 << 20)
+                for _ in range(1200):
+                    peer.sendall(chunk)
+            except OSError:
+                pass  # the SCP closed the connection: what it should do
+        ae = AE(ae_title="FUZZPEER")
+        ae.add_requested_context("1.2.840.10008.1.1")
+        ae.acse_timeout = ae.network_timeout = 5
+        assoc = ae.associate("127.0.0.1", scp.port, ae_title="FUZZSCP")
+        try:
+            if not assoc.is_established:
+                raise AssertionError("the Storage SCP no longer accepts a good association")
+        finally:
+            if assoc.is_established:
+                assoc.release()
 
 
 def _reset_peak() -> None:
