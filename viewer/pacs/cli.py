@@ -86,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     commands.add_parser("echo", parents=[common], help="check that the node answers (C-ECHO)")
+    commands.add_parser("login", parents=[common],
+                        help="sign in to the node's DICOMweb server as a person (its 'auth' kind 'device')")
 
     find = commands.add_parser("find", parents=[common], help="query the node; print one JSON object per match")
     find.add_argument("--level", choices=QUERY_LEVELS, default="study")
@@ -350,6 +352,8 @@ def _run_cluster(args: argparse.Namespace) -> int:
     profile = load_profile(args, _warn)
     if args.command == "health":
         return cluster_health(profile, as_json=args.json, watch_s=args.watch, interval_s=args.interval)
+    if args.command == "login":
+        return _login(profile.candidates()[0])
     if args.command == "echo":
         return cluster_echo(profile)
     if args.command == "find":
@@ -359,6 +363,17 @@ def _run_cluster(args: argparse.Namespace) -> int:
         with _audited_query(profile, args.level, keys):
             return cluster_find(profile, args.level, keys, args.limit)
     return _get(profile, args)
+
+
+def _login(node: Node) -> int:
+    """A person's sign-in (RFC 8628): the instructions on stdout, then wait for the approval."""
+    from viewer.pacs.device_login import login
+
+    if node.auth is None or node.auth.kind != "device":
+        raise UsageError(f"the node '{node.name}' does not sign in a person: its 'auth' kind is not 'device'")
+    login(node.auth, say=lambda text: print(text, flush=True), timeouts=node.timeouts)
+    print(f"Signed in to {node.auth.token_url}; the sign-in is kept in the OS keyring as '{node.auth.secret}'.")
+    return EXIT_OK
 
 
 def _configure_logging(verbose: bool) -> None:
@@ -411,6 +426,8 @@ def _run_command(args: argparse.Namespace) -> int:
         from viewer.pacs.cluster import ClusterProfile
 
         return _get(ClusterProfile.of_node(node, via, move_port=move_port), args)
+    if args.command == "login":
+        return _login(node)
     from viewer.pacs.client import open_client
 
     client = open_client(node, via, move_port=move_port)

@@ -49,18 +49,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-AUTH_KINDS: tuple[str, ...] = ("none", "basic", "bearer", "client_credentials")
+AUTH_KINDS: tuple[str, ...] = ("none", "basic", "bearer", "client_credentials", "device")
 REFRESH_MARGIN_S = 60.0  # fetch a new access token this long before the current one expires
 SYSTEM_CA_BUNDLES = (
     "/etc/ssl/certs/ca-certificates.crt",  # Debian, Ubuntu
     "/etc/pki/tls/certs/ca-bundle.crt",  # Fedora, RHEL
     "/etc/ssl/cert.pem",  # Alpine, macOS
 )
-_AUTH_KEYS = ("kind", "username", "secret", "token_url", "client_id", "scope", "ca_file", "cert_file", "key_file",
-              "refresh_margin_s")
+_AUTH_KEYS = ("kind", "username", "secret", "token_url", "device_url", "client_id", "scope", "ca_file", "cert_file",
+              "key_file", "refresh_margin_s")
 _SECRET_KEYS = ("password", "token", "access_token", "refresh_token", "client_secret")
 _REQUIRED = {"basic": ("username", "secret"), "bearer": ("secret",),
-             "client_credentials": ("token_url", "client_id", "secret"), "none": ()}
+             "client_credentials": ("token_url", "client_id", "secret"),
+             "device": ("token_url", "device_url", "client_id", "secret"), "none": ()}
 
 
 class SignInError(DicomWebError):
@@ -79,6 +80,7 @@ class WebAuth:
     username: str | None = None
     secret: str | None = None
     token_url: str | None = None
+    device_url: str | None = None  # kind "device": the device authorization endpoint (RFC 8628 3.1)
     client_id: str | None = None
     scope: str | None = None
     ca_file: str | None = None
@@ -90,7 +92,8 @@ class WebAuth:
         if self.kind not in AUTH_KINDS:
             raise PacsError(f"'{str(self.kind)[:40]}' is not a DICOMweb sign-in kind; use one of "
                             f"{', '.join(AUTH_KINDS)}.")
-        for name in ("username", "secret", "token_url", "client_id", "scope", "ca_file", "cert_file", "key_file"):
+        for name in ("username", "secret", "token_url", "device_url", "client_id", "scope", "ca_file", "cert_file",
+                     "key_file"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, str) or not value.strip()):
                 raise PacsError(f"The sign-in setting '{name}' must be a non-empty text or left out.")
@@ -105,10 +108,11 @@ class WebAuth:
             except SecretStoreError as exc:
                 raise PacsError(f"The sign-in setting 'secret' names the keyring entry that holds the secret: "
                                 f"{exc}") from None
-        if self.token_url is not None:
-            from viewer.pacs.node import validate_url  # here: node imports this module
+        for url in (self.token_url, self.device_url):
+            if url is not None:
+                from viewer.pacs.node import validate_url  # here: node imports this module
 
-            validate_url(self.token_url)  # no user-info, no query; kept as written (a trailing "/" matters)
+                validate_url(url)  # no user-info, no query; kept as written (a trailing "/" matters)
         if self.key_file is not None and self.cert_file is None:
             raise PacsError("The sign-in setting 'key_file' needs 'cert_file' (this workstation's certificate).")
         margin = self.refresh_margin_s
@@ -123,6 +127,8 @@ class WebAuth:
             return f"the bearer token kept in the keyring as '{self.secret}'"
         if self.kind == "client_credentials":
             return f"OAuth client '{self.client_id}' of {self.token_url}"
+        if self.kind == "device":
+            return f"the person signed in with 'mifas-pacs login' at {self.token_url}"
         return "no sign-in"
 
 
@@ -344,20 +350,31 @@ class ClientCredentialsHandler(_Handler):
         import requests
 
         auth = self.auth
-        where = f"The authorization server at {auth.token_url}"
         secret = self._secret()
         # RFC 6749 2.3.1: client ID and secret form-encoded, then HTTP Basic.
         basic = requests.auth.HTTPBasicAuth(quote_plus(str(auth.client_id)), quote_plus(secret))
         form = {"grant_type": "client_credentials"}
         if auth.scope:
             form["scope"] = auth.scope
+        started = self.clock()
+        status, answer = self.post(str(auth.token_url), form, basic)
+        if status >= 400 or "access_token" not in answer:
+            raise _token_refused(f"The authorization server at {auth.token_url}", status, answer, auth)
+        self.accept(answer, started)
+
+    def post(self, url: str, form: Mapping[str, str], basic: Any = None) -> tuple[int, dict[str, Any]]:
+        """POST a form to an endpoint of the authorization server: (HTTP status, the JSON object answered)."""
+        need("requests")
+        import requests
+
+        auth = self.auth
+        where = f"The authorization server at {url}"
         if self._session is None:
             self._session = requests.Session()
             self._session.trust_env = False  # no ~/.netrc, no proxy for the token endpoint's secret
         verify, cert = https_settings(auth)
-        started = self.clock()
         try:
-            response = self._session.post(str(auth.token_url), data=form, auth=basic, verify=verify, cert=cert,
+            response = self._session.post(url, data=dict(form), auth=basic, verify=verify, cert=cert,
                                           timeout=(self.timeouts.connect_s, self.timeouts.dimse_s),
                                           allow_redirects=False, stream=True, headers={"Accept": "application/json"})
         except requests.exceptions.SSLError as exc:
@@ -369,11 +386,14 @@ class ClientCredentialsHandler(_Handler):
         except requests.RequestException as exc:
             raise NodeUnreachableError(f"{where} cannot be reached ({type(exc).__name__}).") from None
         try:
-            answer = _token_answer(response)
+            return response.status_code, _token_answer(response)
         finally:
             response.close()
-        if response.status_code >= 400 or "access_token" not in answer:
-            raise _token_refused(where, response.status_code, answer, auth)
+
+    def accept(self, answer: Mapping[str, Any], started: float) -> None:
+        """Keep the access token of a token endpoint's answer (obtained at clock time `started`)."""
+        auth = self.auth
+        where = f"The authorization server at {auth.token_url}"
         token_type = str(answer.get("token_type", "bearer")).lower()
         token = answer["access_token"]
         if token_type != "bearer" or not isinstance(token, str) or not token or len(token) > TOKEN_ANSWER_BYTES_MAX:
@@ -438,6 +458,10 @@ def handler_for(auth: WebAuth | None, timeouts: Timeouts | None = None) -> _Hand
                 handler = BasicHandler(auth)
             elif auth.kind == "bearer":
                 handler = BearerHandler(auth)
+            elif auth.kind == "device":
+                from viewer.pacs.device_login import DeviceHandler  # a person's sign-in (RFC 8628)
+
+                handler = DeviceHandler(auth, timeouts)
             else:
                 handler = ClientCredentialsHandler(auth, timeouts)
             _handlers[(auth, timeouts)] = handler

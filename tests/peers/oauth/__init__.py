@@ -24,10 +24,12 @@ STARTUP_TIMEOUT_S = 60.0
 
 class OAuthServer:
     def __init__(self, work_dir: Path, upstream: str, *, clients: Mapping[str, tuple[str, str]],
-                 static_tokens: Mapping[str, str] | None = None, token_lifetime_s: int = 300) -> None:
+                 static_tokens: Mapping[str, str] | None = None, token_lifetime_s: int = 300,
+                 device_clients: Mapping[str, str] | None = None) -> None:
         self.work_dir = Path(work_dir)
         self.upstream = upstream
         self.clients = dict(clients)
+        self.device_clients = dict(device_clients or {})
         self.static_tokens = dict(static_tokens or {})
         self.token_lifetime_s = token_lifetime_s
         self.port = 0
@@ -40,6 +42,22 @@ class OAuthServer:
     @property
     def token_url(self) -> str:
         return f"{self.url}/o/token/"
+
+    @property
+    def device_url(self) -> str:
+        return f"{self.url}/o/device-authorization/"
+
+    def approve(self, user_code: str, decision: str = "accept") -> None:
+        """What the person does in the browser with the code the viewer showed (views.approve says how)."""
+        answer = requests.get(f"{self.url}/test/approve", params={"user_code": user_code, "decision": decision},
+                              timeout=10)
+        answer.raise_for_status()
+
+    def revoke_refresh(self, token: str, client_id: str) -> None:
+        """Revoke a public client's refresh token (RFC 7009), as IT would when a workstation is lost."""
+        answer = requests.post(f"{self.url}/o/revoke_token/", data={"token": token, "client_id": client_id,
+                                                                     "token_type_hint": "refresh_token"}, timeout=10)
+        answer.raise_for_status()
 
     @property
     def dicomweb_url(self) -> str:
@@ -55,7 +73,8 @@ class OAuthServer:
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
         log.close()
         assert self._process.stdin is not None and self._process.stdout is not None
-        self._process.stdin.write(json.dumps({"clients": self.clients, "static_tokens": self.static_tokens}))
+        self._process.stdin.write(json.dumps({"clients": self.clients, "static_tokens": self.static_tokens,
+                                              "device_clients": self.device_clients}))
         self._process.stdin.close()
         line = self._process.stdout.readline()  # the server binds before it says its port: then it is ready
         if not line.startswith("PORT "):

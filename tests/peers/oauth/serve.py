@@ -1,6 +1,7 @@
 """Run the test authorization server: ``python -m tests.peers.oauth.serve`` with MIFAS_OAUTH_DIR and
 MIFAS_OAUTH_UPSTREAM set and a JSON object on stdin: {"clients": {name: [client_id, secret]},
-"static_tokens": {name of client: token}}.  Creates the database and the clients, binds a free loopback port,
+"static_tokens": {name of client: token}, "device_clients": {name: client_id}} (public clients of the device
+authorization grant, RFC 8628; a user "radiologist" approves their codes through tests.peers.oauth.views.approve).  Creates the database and the clients, binds a free loopback port,
 prints it as one line ``PORT <n>`` and serves until terminated."""
 
 import json
@@ -27,6 +28,13 @@ def main() -> None:
         apps[name] = Application.objects.create(
             name=name, client_id=client_id, client_secret=secret, client_type=Application.CLIENT_CONFIDENTIAL,
             authorization_grant_type=Application.GRANT_CLIENT_CREDENTIALS)
+    for name, client_id in config.get("device_clients", {}).items():
+        Application.objects.create(name=name, client_id=client_id, client_type=Application.CLIENT_PUBLIC,
+                                   authorization_grant_type=Application.GRANT_DEVICE_CODE)
+    if config.get("device_clients"):
+        from django.contrib.auth import get_user_model
+
+        get_user_model().objects.create_user("radiologist")
     for name, token in config.get("static_tokens", {}).items():
         AccessToken.objects.create(token=token, application=apps[name], scope="dicomweb",
                                    expires=timezone.now() + timedelta(days=1))

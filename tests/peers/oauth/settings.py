@@ -20,6 +20,9 @@ OAUTH2_PROVIDER = {
     "ACCESS_TOKEN_EXPIRE_SECONDS": int(os.environ.get("MIFAS_OAUTH_TOKEN_S", "300")),
     "SCOPES": {"dicomweb": "read studies over DICOMweb"},
     "DEFAULT_SCOPES": ["dicomweb"],
+    "DEVICE_FLOW_INTERVAL": 1,
+    # Where the person goes to enter the code; never opened in the tests (tests.peers.oauth.views.approve).
+    "OAUTH_DEVICE_VERIFICATION_URI": "https://sign-in.hospital.example/device",  # seconds between a device's polls (RFC 8628 3.2); the default 5 slows the tests
 }
 LOGGING = {"version": 1, "disable_existing_loggers": False,
            "handlers": {"stderr": {"class": "logging.StreamHandler"}},

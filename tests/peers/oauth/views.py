@@ -50,3 +50,20 @@ def dicomweb(request, rest):
     response = StreamingHttpResponse(upstream.iter_content(1 << 16), status=upstream.status_code,
                                      content_type=upstream.headers.get("Content-Type"))
     return response
+
+
+def approve(request):
+    """Test only: what the person does in a browser at the verification address (sign in, enter the code, accept
+    or deny), done directly: the grant of ``user_code`` is given to the user "radiologist" and accepted or
+    denied (``decision``).  The server's own pages for it need a login page and forms a browser fills in; the
+    viewer never sees them."""
+    from django.contrib.auth import get_user_model
+    from oauth2_provider.models import get_device_grant_model
+
+    grant = get_device_grant_model().objects.filter(user_code=request.GET.get("user_code", "")).first()
+    if grant is None:
+        return HttpResponse(status=404)
+    grant.user = get_user_model().objects.get(username="radiologist")
+    grant.status = grant.AUTHORIZED if request.GET.get("decision") == "accept" else grant.DENIED
+    grant.save(update_fields=["user", "status"])
+    return HttpResponse("ok")
