@@ -151,14 +151,22 @@ def run_job(client: ResilientClient, jobs: JobStore, job: Job, cancel: threading
         if progress is not None:
             progress(done, total)
 
+    from viewer import audit
+    from viewer.audit.transfers import transfer_begin, transferred
+
+    library = client.library
+    transfer_begin(client.profile, audit.study_ref(library, job.study_uid))
     try:
         outcome = client.retrieve(job.study_uid, job.series_uid, progress=both, cancel=cancel)
     except OperationCancelled:
         jobs.update(job.job_id, state="pending", last_error="interrupted")
+        transferred(client.profile, audit.study_ref(library, job.study_uid), None)
         raise
     except MifasError as exc:
         jobs.mark_failed(job.job_id, str(exc))
+        transferred(client.profile, audit.study_ref(library, job.study_uid), None)
         return None
+    transferred(client.profile, audit.study_ref(library, job.study_uid, outcome.held), outcome)
     jobs.update(job.job_id, expected=outcome.expected, received=outcome.held)
     if outcome.complete:
         jobs.mark_done(job.job_id, outcome.held)

@@ -13,7 +13,6 @@ exactly one line, ``mifas-pacs: <reason>``, to stderr.  Logs name UIDs only, nev
 from __future__ import annotations
 
 import argparse
-import contextlib
 import dataclasses
 import errno
 import json
@@ -23,12 +22,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import viewer
 from viewer import audit
+from viewer.audit.transfers import audited_query, transfer_begin, transferred
 from viewer.errors import LibraryError, MifasError, NotDicomError, OperationCancelled, StorageFullError
 from viewer.imports import need
 from viewer.pacs.cluster_cli import add_cluster_arguments
@@ -235,33 +235,6 @@ def _echo(client: PacsClient, node: Node) -> int:
     return EXIT_OK
 
 
-@contextlib.contextmanager
-def _audited_query(node: Node | ClusterProfile, level: str, keys: dict[str, str]) -> Iterator[None]:
-    """The Query audit message for one C-FIND / QIDO-RS (its keys go into the audit XML only)."""
-    name, host = _audit_peer(node)
-    query = json.dumps({"QueryRetrieveLevel": level.upper(), **keys}, ensure_ascii=False).encode("utf-8")
-    try:
-        yield
-    except MifasError:
-        audit.emit(audit.messages.query, name, host, query, outcome=audit.messages.SERIOUS_FAILURE)
-        raise
-    audit.emit(audit.messages.query, name, host, query)
-
-
-def _audit_peer(source: Node | ClusterProfile) -> tuple[str, str | None]:
-    """(AE title, host) of a node or of a cluster's virtual IP, for audit messages."""
-    vip = getattr(source, "vip", None)
-    return (source.ae_title, vip.host if vip is not None else getattr(source, "host", None))
-
-
-def _audit_transferred(study: audit.StudyRef, profile: ClusterProfile, outcome: object) -> None:
-    name, host = _audit_peer(profile)
-    complete = bool(getattr(outcome, "complete", False))
-    audit.emit(audit.messages.transferred, name, host, study,
-               outcome=audit.messages.SUCCESS if complete else audit.messages.MINOR_FAILURE,
-               outcome_text=None if complete else "the retrieval is incomplete")
-
-
 def _folder_study(sink: _FolderSink, study_uid: str, outcome: object) -> audit.StudyRef:
     """The study and patient of a retrieval into a folder, from the header of one file it wrote."""
     from viewer.library.header import index_row
@@ -282,7 +255,7 @@ def _find(client: PacsClient, args: argparse.Namespace, node: Node) -> int:
     if not 1 <= args.limit <= FIND_RESULTS_LIMIT_MAX:
         raise UsageError(f"--limit must be between 1 and {FIND_RESULTS_LIMIT_MAX}")
     keys = _parse_keys(args.key)
-    with _audited_query(node, args.level, keys):
+    with audited_query(node, args.level, keys):
         rows = client.find(args.level, keys, limit=args.limit)
     for row in rows:
         print(json.dumps(row, ensure_ascii=False, sort_keys=True))
@@ -308,34 +281,31 @@ def _get(profile: ClusterProfile, args: argparse.Namespace) -> int:
             raise UsageError(f"{label} '{uid}' is not a valid UID")
     progress = _ProgressLine(args.progress or sys.stderr.isatty())
     events = printing_event_log()
-    name, host = _audit_peer(profile)
     try:
         if args.library:
             with Library.open(Path(args.library).expanduser()) as library:
                 jobs = JobStore(library)
                 try:
                     job = jobs.get(jobs.add(args.study, args.series, profile.name))
-                    audit.emit(audit.messages.transfer_begin, name, host, audit.study_ref(library, args.study))
+                    # run_job records Begin Transferring and Instances Transferred in the audit trail
                     outcome = run_job(ResilientClient(profile, library, on_event=events.record), jobs, job,
                                       progress=progress)
                     if outcome is None:  # the job records why; it stays in the library to be resumed
-                        _audit_transferred(audit.study_ref(library, args.study), profile, None)
                         reason = jobs.get(job.job_id).last_error or "the retrieval failed"
                         raise MifasError(f"{reason.rstrip('.')}. The images already here are kept; run the same "
                                          "command again to fetch only the missing ones.")
-                    _audit_transferred(audit.study_ref(library, args.study), profile, outcome)
                 finally:
                     jobs.close()
         else:
             sink = _FolderSink(Path(args.out).expanduser())
-            audit.emit(audit.messages.transfer_begin, name, host, audit.StudyRef(args.study))
+            transfer_begin(profile, audit.StudyRef(args.study))
             try:
                 outcome = retrieve(profile, args.study, args.series, sink=sink, held=sink.held, progress=progress,
                                    on_event=events.record)
             except MifasError:
-                _audit_transferred(audit.StudyRef(args.study), profile, None)
+                transferred(profile, audit.StudyRef(args.study), None)
                 raise
-            _audit_transferred(_folder_study(sink, args.study, outcome), profile, outcome)
+            transferred(profile, _folder_study(sink, args.study, outcome), outcome)
     finally:
         progress.finish()
     print(outcome.describe())
@@ -360,7 +330,7 @@ def _run_cluster(args: argparse.Namespace) -> int:
         if not 1 <= args.limit <= FIND_RESULTS_LIMIT_MAX:
             raise UsageError(f"--limit must be between 1 and {FIND_RESULTS_LIMIT_MAX}")
         keys = _parse_keys(args.key)
-        with _audited_query(profile, args.level, keys):
+        with audited_query(profile, args.level, keys):
             return cluster_find(profile, args.level, keys, args.limit)
     return _get(profile, args)
 

@@ -209,10 +209,15 @@ class PacsPanel(QWidget):
         make_client, via, keys = self._query_client, self.selected_via, self.search.dicom_keys()
         query_via = "wado" if via == "wado" else "get"  # C-FIND does not depend on C-GET vs C-MOVE
 
+        node = self.node
+
         def query(progress, cancel):
+            from viewer.audit.transfers import audited_query
+
             client = make_client(query_via)
             try:
-                return client.find("study", keys, cancel=cancel, limit=QUERY_RESULTS_MAX)
+                with audited_query(node, "study", keys):  # the audit trail's Query message
+                    return client.find("study", keys, cancel=cancel, limit=QUERY_RESULTS_MAX)
             finally:
                 client.close()
 
