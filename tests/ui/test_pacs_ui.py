@@ -61,6 +61,32 @@ def query(qtbot, panel: PacsPanel, name: str = "", patient_id: str = "") -> None
     qtbot.waitUntil(lambda: not panel.status.text().startswith("Searching"), timeout=20000)
 
 
+def test_the_panels_search_and_retrieval_are_in_the_audit_trail(qtbot, make_panel, library, orthanc, tmp_path):
+    """A search and a retrieval from the PACS panel give the audit trail a Query, a Begin Transferring and an
+    Instances Transferred (schema-valid, with the study's patient in the XML), like mifas-pacs's."""
+    from tests.audit.support import parse
+    from viewer import audit
+    from viewer.audit import AuditConfig
+
+    audit.start("mifas-viewer", AuditConfig(), tmp_path / "audit")
+    try:
+        panel = make_panel(orthanc.node(), library, via="get")
+        query(qtbot, panel, patient_id="UI-0001")
+        panel.table.selectRow(0)
+        with qtbot.waitSignals([panel.retrieved, panel.retrieved], timeout=30000):
+            panel.retrieve_selected()
+        qtbot.waitUntil(lambda: not panel.busy, timeout=30000)
+    finally:
+        audit.stop()
+    lines = [line for path in (tmp_path / "audit").glob("audit-*.log") for line in path.read_bytes().splitlines()]
+    received = [parse(line) for line in lines]
+    assert [m.event for m in received] == ["Application Start", "Query", "Begin Transferring DICOM Instances",
+                                           "DICOM Instances Transferred", "Application Stop"]
+    done = received[3].xml
+    assert done.find("EventIdentification").get("EventOutcomeIndicator") == "0"
+    assert any(p.get("ParticipantObjectID") == orthanc.study_uid for p in done.iter("ParticipantObjectIdentification"))
+
+
 @pytest.mark.parametrize("via", ["get", "wado"])
 def test_query_and_retrieve_into_the_library(qtbot, make_panel, library, orthanc, via):
     panel = make_panel(orthanc.node(), library, via=via)
