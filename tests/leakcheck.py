@@ -1,6 +1,7 @@
 """A pytest plugin (loaded by tests/conftest.py) that watches the whole suite for patient data and secrets where
 they must never be: every log record that reaches the root logger (whatever its level: a test that turns on
-DEBUG is watched at DEBUG) and the text of every MifasError the code raises (the sentences users see).  The
+DEBUG is watched at DEBUG) and the text of every MifasError the code raises (the sentences users see), in plain
+and in percent-encoded form (a URL's query string).  The
 values watched are the patient names, IDs and birth dates the suite's test data uses, and the secrets the
 sign-in tests register with :func:`watch`.
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+from urllib.parse import quote, quote_plus
 
 import pytest
 
@@ -25,7 +27,14 @@ PATIENT_VALUES = (
 )
 
 _lock = threading.Lock()
-_watched: set[str] = set(PATIENT_VALUES)
+
+
+def _forms(value: str) -> set[str]:
+    """A value as a log line may carry it: as is, and percent-encoded (a URL's query string)."""
+    return {value, quote(value, safe=""), quote_plus(value, safe="")}
+
+
+_watched: set[str] = {form for value in PATIENT_VALUES for form in _forms(value)}
 _pattern: re.Pattern[str] = re.compile("|".join(map(re.escape, sorted(_watched))))
 _findings: list[tuple[str, str, str]] = []  # (test, where, text)
 _current = "(collection)"
@@ -35,7 +44,7 @@ def watch(*values: str) -> None:
     """Add values (secrets, tokens) that must never appear in a log line or an error text from now on."""
     global _pattern
     with _lock:
-        _watched.update(v for v in values if v and len(v) >= 6)
+        _watched.update(form for v in values if v and len(v) >= 6 for form in _forms(v))
         _pattern = re.compile("|".join(map(re.escape, sorted(_watched))))
 
 

@@ -3,6 +3,7 @@ parser fed every way a stream can be cut."""
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 import threading
@@ -263,6 +264,17 @@ def test_a_failed_search_says_nothing_of_the_patient(bad_server: str) -> None:
     for text in (str(caught.value), repr(caught.value), str(caught.value.__cause__), str(caught.value.__context__)):
         assert "Secretname" not in text and "19470312" not in text
     assert caught.value.__cause__ is None
+
+
+@pytest.mark.network
+def test_debug_logs_of_a_search_carry_no_query(bad_server: str, caplog: pytest.LogCaptureFixture) -> None:
+    """With DEBUG on everywhere, urllib3 logs each request line: without its query string (patient attributes)."""
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(DicomWebError):
+        DicomWebClient(f"{bad_server}/echo", PATIENT).qido("study", {"PatientName": "Secretname^Jane"})
+    lines = [record.getMessage() for record in caplog.records]
+    assert any("urllib3" in record.name and "/studies" in record.getMessage() for record in caplog.records), lines
+    assert not [line for line in lines if "Secretname" in line or "PatientName" in line]
 
 
 def test_requests_error_texts_lose_query_and_user_info() -> None:

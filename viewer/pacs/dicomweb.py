@@ -57,6 +57,20 @@ from viewer.pacs.sink import InstanceSink
 
 log = logging.getLogger(__name__)
 
+
+class _WithoutQueries(logging.Filter):
+    """urllib3 logs every request's path with its query string at DEBUG ('"GET /studies?PatientName=..." 200'):
+    a search's patient attributes in any log that turns DEBUG on.  This filter takes them out of its records."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(without_secrets(a) if isinstance(a, str) and ("?" in a or "@" in a) else a
+                                for a in record.args)
+        return True
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_WithoutQueries())
+
 CHUNK_BYTES = 1 << 20  # one read from the HTTP stream
 PARALLEL_REQUESTS = 4  # instance requests in flight at once when retrieving a list of instances
 SERIES_REQUEST_MIN = 8  # a list this long, and at least half its series, is fetched as the whole series
