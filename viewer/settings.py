@@ -187,10 +187,10 @@ def settings_from_json(data: Any, where: str = "the settings", defaults: Setting
 _SYSTEM = object()  # load_settings(system_path=...) default: system_settings_path() at call time
 
 
-_MISSING = object()  # _read_json: no file (or none that could be read)
+_MISSING = object()  # read_json_file: no file (or none that could be read)
 
 
-def _read_json(file: Path, what: str) -> tuple[Any, str | None]:
+def read_json_file(file: Path, what: str) -> tuple[Any, str | None]:
     """(parsed JSON or _MISSING, a warning or None); a missing file is (_MISSING, None)."""
     try:
         with open(file, "rb") as fp:
@@ -215,7 +215,7 @@ def load_settings(path: Path | str | None = None, system_path: Path | str | None
     inherited = Settings()
     if system_path is not None:
         system_file = system_settings_path() if system_path is _SYSTEM else Path(system_path)  # type: ignore[arg-type]
-        data, problem = _read_json(system_file, "system-wide settings")
+        data, problem = read_json_file(system_file, "system-wide settings")
         warnings += [problem] if problem else []
         if data is not _MISSING:
             inherited = settings_from_json(data, where=f"The system-wide settings in {system_file}")
@@ -223,7 +223,7 @@ def load_settings(path: Path | str | None = None, system_path: Path | str | None
                          for w in inherited.warnings]
             inherited = replace(inherited, warnings=())
     file = settings_path(path)
-    data, problem = _read_json(file, "settings")
+    data, problem = read_json_file(file, "settings")
     warnings += [problem] if problem else []
     settings = inherited if data is _MISSING else settings_from_json(data, where=f"The settings in {file}",
                                                                  defaults=inherited)

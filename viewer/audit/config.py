@@ -101,18 +101,10 @@ def config_from_json(data: Any, where: str = "the audit settings") -> AuditConfi
 
 def load_audit_config(system_settings: Path | None = None) -> AuditConfig:
     """IT's audit settings from the system-wide settings file (its ``"audit"`` object); never raises."""
-    from viewer.json_input import parse_json
-    from viewer.settings import SETTINGS_BYTES_MAX, system_settings_path
+    from viewer.settings import read_json_file, system_settings_path
 
     file = system_settings or system_settings_path()
-    try:
-        with open(file, "rb") as fp:
-            raw = fp.read(SETTINGS_BYTES_MAX + 1)
-        data = parse_json(raw.decode("utf-8"))
-    except FileNotFoundError:
-        return AuditConfig()
-    except (OSError, UnicodeDecodeError, ValueError):  # said once already, by load_settings()
-        return AuditConfig()
-    if len(raw) > SETTINGS_BYTES_MAX or not isinstance(data, dict):
+    data, _problem = read_json_file(file, "system-wide settings")  # a problem is said once, by load_settings()
+    if not isinstance(data, dict):
         return AuditConfig()
     return config_from_json(data.get("audit"), where=f"the \"audit\" settings of {file}")
