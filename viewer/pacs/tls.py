@@ -243,24 +243,57 @@ def after_handshake_error(node: Node, exc: OSError, sock: socket.socket | None =
 
 
 def certificate_error(node: Node, exc: ssl.SSLCertVerificationError) -> TlsError:
-    where = f"The PACS at {node.address}"
     assert node.tls is not None
-    code = exc.verify_code
+    trusted = f"the CA you configured ('{node.tls.ca_file}')" if node.tls.ca_file else "a CA this system trusts"
+    name = server_hostname(node)
+    advice = {
+        "ca": "; check the node's 'ca_file', or ask the PACS administrator which CA signed its certificate",
+        "expired": "; the PACS administrator must renew it",
+        "name": "; connect by the name the certificate carries, or set the node's TLS 'server_name' to it",
+    }.get(_kind(exc.verify_code), "")
+    return TlsError(f"The PACS at {node.address} presented a certificate that "
+                    f"{certificate_problem(exc, trusted, name)}{advice}.")
+
+
+def certificate_problem(exc: ssl.SSLCertVerificationError, trusted: str, name: str | None = None) -> str:
+    """What is wrong with a peer's certificate, as words that follow "presented a certificate that": the one
+    translation of OpenSSL's verify codes, for DICOM TLS and for HTTPS (viewer.pacs.webauth)."""
+    kind = _kind(exc.verify_code)
+    if kind == "ca":
+        return f"is not signed by {trusted}"
+    if kind == "expired":
+        return "has expired"
+    if kind == "not yet valid":
+        return "is not valid yet (check both computers' clocks)"
+    if kind == "revoked":
+        return "has been revoked"
+    if kind == "name":
+        return f"is not for '{name}'" if name else "is for another name"
+    return f"could not be verified ({exc.verify_message})"
+
+
+def _kind(code: int) -> str:
     if code in _NOT_OUR_CA:
-        trusted = f"the CA you configured ('{node.tls.ca_file}')" if node.tls.ca_file else "a CA this system trusts"
-        return TlsError(f"{where} presented a certificate that is not signed by {trusted}; check the node's "
-                        "'ca_file', or ask the PACS administrator which CA signed its certificate.")
-    if code == _EXPIRED:
-        return TlsError(f"{where} presented a certificate that has expired; the PACS administrator must renew it.")
-    if code == _NOT_YET_VALID:
-        return TlsError(f"{where} presented a certificate that is not valid yet (check both computers' clocks).")
-    if code == _REVOKED:
-        return TlsError(f"{where} presented a certificate that has been revoked.")
+        return "ca"
     if code in _NAME_MISMATCH:
-        name = server_hostname(node)
-        return TlsError(f"{where} presented a certificate that is not for '{name}'; connect by the name the "
-                        "certificate carries, or set the node's TLS 'server_name' to it.")
-    return TlsError(f"{where} presented a certificate that could not be verified ({exc.verify_message}).")
+        return "name"
+    return {_EXPIRED: "expired", _NOT_YET_VALID: "not yet valid", _REVOKED: "revoked"}.get(code, "")
+
+
+def find_certificate_error(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    """The certificate verification failure inside a library's error (requests wraps urllib3, which wraps ssl's
+    error in its arguments or as its reason), if there is one."""
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo and len(seen) < 32:
+        item = todo.pop()
+        if not isinstance(item, BaseException) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ssl.SSLCertVerificationError):
+            return item
+        todo.extend([item.__cause__, item.__context__, getattr(item, "reason", None), *item.args])
+    return None
 
 
 def _not_tls(node: Node) -> TlsError:

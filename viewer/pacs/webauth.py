@@ -185,17 +185,15 @@ def https_settings(auth: WebAuth | None) -> tuple[str | bool, str | tuple[str, s
 
 def tls_failure(where: str, exc: BaseException, auth: WebAuth | None) -> DicomWebError:
     """A requests SSLError as a sentence (not retried: waiting does not fix a certificate)."""
+    from viewer.pacs.tls import certificate_problem, find_certificate_error
+
     text = str(exc)
     ca = f"the CA file '{auth.ca_file}'" if auth is not None and auth.ca_file else "the system's CA store"
-    if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
-        if "hostname mismatch" in text or "match" in text and "IP address" in text:
-            why = "presented a certificate for another name"
-        elif "expired" in text:
-            why = "presented a certificate that has expired"
-        else:
-            why = f"presented a certificate that is not signed by a CA in {ca}"
-        return DicomWebError(f"{where} {why}; check the node's 'ca_file' in its 'auth' settings, or ask the "
-                             "server's administrator.", transient=False)
+    refused = find_certificate_error(exc)
+    if refused is not None:
+        why = certificate_problem(refused, f"a CA in {ca}")
+        return DicomWebError(f"{where} presented a certificate that {why}; check the node's 'ca_file' in its "
+                             "'auth' settings, or ask the server's administrator.", transient=False)
     if "Could not find the TLS certificate file" in text or "Could not find the TLS key file" in text or \
             "PEM lib" in text:
         return DicomWebError("This workstation's certificate or key (the node's 'cert_file' and 'key_file') "
