@@ -47,6 +47,9 @@ QIDO_BYTES_MAX = 64 << 20  # a QIDO-RS JSON answer
 PART_BYTES_MAX = DATASET_BYTES_MAX  # one WADO-RS part: a larger part is refused rather than buffered
 PREAMBLE_BYTES_MAX = 64 << 10  # text before a multipart body's first boundary (RFC 2046 5.1.1)
 PART_HEADERS_BYTES_MAX = 16 << 10  # one part's headers
+# Parts in one WADO-RS answer: as many as a study may hold instances.  Every part is refused unless asked for, but
+# a server that streams refusable parts for ever would otherwise never end the retrieval (it is never silent).
+PARTS_PER_ANSWER_MAX = INSTANCES_PER_SERIES_MAX
 SHOWN_CHARS_MAX = 80  # of a server-chosen text (a content type) quoted in a message
 
 # -- secrets ------------------------------------------------------------------------------------------------------------

@@ -221,6 +221,17 @@ def test_good_multipart_from_tiny_server(bad_server: str) -> None:
 
 
 @pytest.mark.network
+def test_an_answer_of_too_many_parts_is_cut(bad_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that never stops sending parts (each refusable) would keep a retrieval going for ever; past the
+    limit the answer is not read on.  The limit is lowered to 2 here: the good answer has 3 parts."""
+    monkeypatch.setattr(dicomweb, "PARTS_PER_ANSWER_MAX", 2)
+    received: list[bytes] = []
+    with pytest.raises(DicomWebError, match="more than 2 parts in one answer") as cut:
+        DicomWebClient(f"{bad_server}/good", PATIENT).retrieve(STUDY, sink=received.append)
+    assert len(received) == 2 and cut.value.transient is False
+
+
+@pytest.mark.network
 def test_most_of_a_series_comes_in_one_request(bad_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dicomweb, "SERIES_REQUEST_MIN", 2)
     _Handler.requests.clear()

@@ -36,6 +36,7 @@ from viewer.limits import (
     FIND_RESULTS_MAX,
     PART_BYTES_MAX,
     PART_HEADERS_BYTES_MAX,
+    PARTS_PER_ANSWER_MAX,
     PREAMBLE_BYTES_MAX,
     QIDO_BYTES_MAX,
     SHOWN_CHARS_MAX,
@@ -492,9 +493,13 @@ class DicomWebClient:
                     "instead of DICOM instances (multipart/related).")
             reader = MultipartReader(self._chunks(response, cancel), boundary,
                                      where=f"The DICOMweb server at {self.base_url}")
-            for headers, body in reader:
+            for count, (headers, body) in enumerate(reader, 1):
                 if cancel is not None and cancel.is_set():  # a chunk may hold many small parts
                     raise OperationCancelled("The retrieval was cancelled; the images already received were kept.")
+                if count > PARTS_PER_ANSWER_MAX:
+                    raise DicomWebError(f"The DICOMweb server at {self.base_url} sent more than "
+                                        f"{PARTS_PER_ANSWER_MAX:,} parts in one answer; the rest was not read.",
+                                        transient=False)
                 part_type = headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
                 if part_type != "application/dicom" or not _part10_ok(body):
                     raise DicomWebError(
