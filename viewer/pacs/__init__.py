@@ -26,7 +26,7 @@ _EXPORTS = {
     "DimseClient": "viewer.pacs.dimse",
     "DimseStatus": "viewer.pacs.status",
     "InstanceSink": "viewer.pacs.sink",
-    "MultipartReader": "viewer.pacs.dicomweb",
+    "MultipartReader": "viewer.pacs.multipart",
     "Node": "viewer.pacs.node",
     "PacsClient": "viewer.pacs.client",
     "RetrievalResult": "viewer.pacs.retrieve",
