@@ -309,3 +309,31 @@ def test_mifas_pacs_echo_over_tls_from_the_command_line(tls_orthanc: OrthancProc
     refused = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     assert refused.returncode != 0 and "requires a client certificate" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_a_refused_certificate_in_a_library_retrieval_is_a_security_alert(storescp_tls, pki: Pki,  # type: ignore[no-untyped-def]
+                                                                           tmp_path: Path) -> None:
+    """The viewer's retrievals (run_job, as the PACS panel and mifas-pacs get --library run them) record a
+    Security Alert in the audit trail when the PACS's certificate is refused, beside the failed transfer."""
+    from tests.audit.support import parse
+    from viewer import audit
+    from viewer.audit import AuditConfig
+    from viewer.library.jobs import JobStore, run_job
+    from viewer.pacs.resume import ResilientClient
+
+    node = storescp_tls(pki.expired)
+    audit.start("mifas-viewer", AuditConfig(), tmp_path / "audit")
+    try:
+        with Library.open(tmp_path / "library") as library:
+            jobs = JobStore(library)
+            profile = ClusterProfile.of_node(node, "get")
+            job = jobs.get(jobs.add("1.2.3.4", None, profile.name))
+            assert run_job(ResilientClient(profile, library), jobs, job) is None
+            assert "has expired" in (jobs.get(job.job_id).last_error or "")
+            jobs.close()
+    finally:
+        audit.stop()
+    received = [parse(line) for path in (tmp_path / "audit").glob("audit-*.log")
+                for line in path.read_bytes().splitlines()]
+    assert [m.event for m in received] == ["Application Start", "Begin Transferring DICOM Instances",
+                                           "DICOM Instances Transferred", "Node Authentication", "Application Stop"]

@@ -165,6 +165,7 @@ def run_job(client: ResilientClient, jobs: JobStore, job: Job, cancel: threading
     except MifasError as exc:
         jobs.mark_failed(job.job_id, str(exc))
         transferred(client.profile, audit.study_ref(library, job.study_uid), None)
+        audit.authentication_failure(exc, client.profile.ae_title, client.profile.vip.host)  # a refused certificate
         return None
     transferred(client.profile, audit.study_ref(library, job.study_uid, outcome.held), outcome)
     jobs.update(job.job_id, expected=outcome.expected, received=outcome.held)
