@@ -139,13 +139,16 @@ def test_a_refused_certificate_is_a_security_alert(tmp_path: Path) -> None:
         audit.authentication_failure(TlsError("The PACS's certificate is not signed by the CA you configured."),
                                      "RADPACS", "pacs.example.org")
         audit.authentication_failure(PacsError("The PACS did not answer."), "RADPACS", "pacs.example.org")
+        audit.authentication_failure(PacsError("The DICOMweb server refused our sign-in (HTTP 401).", http_status=401),
+                                     "WEBPACS", "web.example.org")
     finally:
         audit.stop()
     assert audit.current() is None
     audit.emit(messages.application_activity, True)  # no trail: nothing, and no error
     lines = (tmp_path / "audit").glob("audit-*.log")
     received = [parse(line) for path in lines for line in path.read_bytes().splitlines()]
-    assert [m.event for m in received] == ["Application Start", "Node Authentication", "Application Stop"]
+    assert [m.event for m in received] == ["Application Start", "Node Authentication", "Node Authentication",
+                                           "Application Stop"]
     alert = received[1].xml
     assert alert.find("EventIdentification/EventID").get("originalText") == "Security Alert"
     assert alert.find("EventIdentification").get("EventOutcomeIndicator") == "4"

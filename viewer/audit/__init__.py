@@ -30,7 +30,7 @@ __all__ = ["AuditConfig", "AuditEvent", "AuditTrail", "StudyRef", "audit_dir", "
 log = logging.getLogger("viewer.audit")
 _trail: AuditTrail | None = None
 _guard = threading.Lock()
-_AUTH_ERRORS = {"TlsError", "AuthenticationError"}  # class names: their modules are other people's, and optional
+_AUTH_ERRORS = {"TlsError", "SignInError"}  # class names: importing their modules would load ssl and keyring
 
 
 def start(app_name: str, config: AuditConfig | None = None, folder: Path | None = None,
@@ -92,6 +92,8 @@ def study_ref(library: Any, study_uid: str, instances: int | None = None) -> Stu
 
 
 def authentication_failure(exc: BaseException, node_name: str, host: str | None) -> None:
-    """Record a Security Alert (Node Authentication) when `exc` is a TLS or sign-in refusal."""
-    if any(cls.__name__ in _AUTH_ERRORS for cls in type(exc).__mro__):
+    """Record a Security Alert (Node Authentication) when `exc` is a TLS or sign-in refusal (an HTTP 401 or 403
+    that stayed is one too)."""
+    refused = getattr(exc, "http_status", None) in (401, 403)
+    if refused or any(cls.__name__ in _AUTH_ERRORS for cls in type(exc).__mro__):
         emit(messages.node_authentication_failure, node_name, host, str(exc))
