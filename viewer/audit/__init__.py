@@ -79,7 +79,10 @@ def emit(builder: Callable[..., AuditEvent], *args: Any, **kwargs: Any) -> None:
 
 
 def study_ref(library: Any, study_uid: str, instances: int | None = None) -> StudyRef:
-    """The study and its patient as the library knows them (only the study UID when it does not); never raises."""
+    """The study and its patient as the library knows them (only the study UID when it does not); never raises.
+    Without a started trail nothing will be recorded, so the library is not asked."""
+    if _trail is None:
+        return StudyRef(study_uid, instances=instances)
     try:
         record = library.study(study_uid)
     except Exception:
