@@ -10,10 +10,11 @@ source "$(dirname "$0")/lib/deps.sh"
 # repository, in ~/.cache/mifas-lab); dpkg (dpkg-deb), binutils (strip), desktop-file-utils and debootstrap for
 # the install test (tests/install: it builds the .deb and installs it into a Debian 12 root cached in
 # ~/.cache/mifas-install); dbus and gnome-keyring for the private Secret Service of the keyring tests; rsyslog with
-# its TLS driver (rsyslog-gnutls) and openssl as the audit repository of tests/audit (its own rsyslogd, never the service).
+# its TLS driver (rsyslog-gnutls) and openssl as the audit repository of tests/audit (its own rsyslogd, never the service); dicom3tools
+# (dciodvfy) checks the presentation states, reports and key objects a reading writes (tests/reading).
 apt_ensure python3-venv orthanc orthanc-dicomweb dcmtk xvfb xauth libgl1-mesa-dri heartbeat iptables arptables curl iproute2 \
   qemu-system-x86 qemu-utils debootstrap openssh-client e2fsprogs procps dpkg binutils util-linux desktop-file-utils \
-  dbus gnome-keyring rsyslog rsyslog-gnutls openssl "${QT_RUNTIME_PACKAGES[@]}"
+  dbus gnome-keyring rsyslog rsyslog-gnutls openssl dicom3tools "${QT_RUNTIME_PACKAGES[@]}"
 venv_ensure "[test]"
 cd "$MIFAS_ROOT"
 lab_ensure
