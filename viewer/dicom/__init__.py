@@ -6,6 +6,8 @@
     pixels  Window, PRESETS, GrayPipeline, default_window, render_color   stored values -> display uint8
     series  FrameRef, order_frames, priority_order, SeriesImages   a series, decoded lazily and bounded
     tags    TagRow, tag_rows                                   a header as rows for the tag browser
+    calibration  Scale, header_scale, effective_scale, calibrate   the scale measurements use, and where its mm are
+    cine    FrameTiming, frame_timing, series_timing, CineClock   frame timing from headers; which frame is due
     demo    demo_datasets, ct_series_datasets                  synthetic CT, no patient data
 """
 

@@ -23,6 +23,7 @@ from pydicom.uid import UID
 from viewer.errors import ImageTooLargeError, MalformedDicomError, UnsupportedImageError
 from viewer.limits import IMAGE_BYTES_MAX
 
+from .calibration import PIXEL_SCALE, Scale, header_scale
 from .pixels import Window
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,9 @@ class ImageInfo:
     rescale_type: str = ""
     windows: tuple[Window, ...] = ()
     window_explanations: tuple[str, ...] = ()
-    pixel_spacing: tuple[float, float] | None = None  # (row spacing, column spacing) in mm
+    # (row spacing, column spacing) in mm, for the display aspect only: Pixel Spacing, else Imager Pixel Spacing.
+    # Measurements use ``scale``, which says where the mm are (patient, detector, ...; viewer.dicom.calibration).
+    pixel_spacing: tuple[float, float] | None = None
     image_position: tuple[float, float, float] | None = None  # mm, patient coordinates (LPS)
     image_orientation: tuple[float, float, float, float, float, float] | None = None
     slice_location: float | None = None
@@ -114,6 +117,7 @@ class ImageInfo:
     voi_lut_function: str = "LINEAR"  # (0028,1056): LINEAR, LINEAR_EXACT or SIGMOID (PS3.3 C.11.2.1.3)
     float_pixels: bool = False  # Float / Double Float Pixel Data (PS3.3 C.7.6.24)
     pixel_padding_value: int | None = None  # (0028,0120), stored-value domain
+    scale: Scale = PIXEL_SCALE  # the physical scale for measurements (viewer.dicom.calibration.header_scale)
 
     @property
     def is_color(self) -> bool:
@@ -349,6 +353,7 @@ def _image_info(ds: Dataset) -> ImageInfo:
         voi_lut_function=voi_function,
         float_pixels="FloatPixelData" in ds or "DoubleFloatPixelData" in ds,
         pixel_padding_value=_optional_int(_get(ds, "PixelPaddingValue")),
+        scale=header_scale(ds),
     )
 
 

@@ -1,10 +1,12 @@
 """Measurements on an image in physical units (no Qt): distance, angle, rectangle and ellipse ROI statistics, and
 the pixel probe.
 
-Points are (row, column) in image pixels, fractional, pixel centres at integers.  ``spacing`` is (row spacing,
-column spacing) in mm (PS3.3 C.7.6.2.1.1 Pixel Spacing: between rows first); without it, distances are in pixels
-and say so (``unit``).  Statistics are over modality values (e.g. HU): the caller passes the stored values with
-the rescale, or modality values directly.
+Points are (row, column) in image pixels, fractional, pixel centres at integers.  ``spacing`` is a
+:class:`~viewer.dicom.calibration.Scale` (the unit then says where the mm are: "mm", "mm (calibrated)", "mm at
+detector", ...; an ultrasound scale resolves per measurement to the region holding it), or a plain (row spacing,
+column spacing) in mm taken to be in the patient (PS3.3 C.7.6.2.1.1 Pixel Spacing: between rows first); without
+either, distances are in pixels and say so (``unit``).  Statistics are over modality values (e.g. HU): the caller
+passes the stored values with the rescale, or modality values directly.
 """
 
 from __future__ import annotations
@@ -14,29 +16,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .calibration import PATIENT, PIXEL_SCALE, Scale
+
 Point = tuple[float, float]
+SpacingLike = Scale | tuple[float, float] | None
+
+
+def _scale(spacing: SpacingLike, points) -> Scale:
+    """The scale for a measurement through ``points``: a plain spacing is in the patient."""
+    if spacing is None:
+        return PIXEL_SCALE
+    if isinstance(spacing, Scale):
+        return spacing.for_points(points)
+    return Scale(PATIENT, (float(spacing[0]), float(spacing[1])))
 
 
 @dataclass(frozen=True)
 class Length:
     value: float
-    unit: str  # "mm" or "px"
+    unit: str  # "mm", "px", or where the mm are: "mm (calibrated)", "mm at detector", ...
 
     def __str__(self) -> str:
         return f"{self.value:.1f} {self.unit}"
 
 
-def distance(a: Point, b: Point, spacing: tuple[float, float] | None) -> Length:
-    """The length of the segment a-b, in mm when the spacing is known."""
+def distance(a: Point, b: Point, spacing: SpacingLike) -> Length:
+    """The length of the segment a-b, in mm when the spacing is known (the unit says where)."""
     dr, dc = b[0] - a[0], b[1] - a[1]
-    if spacing is None:
-        return Length(math.hypot(dr, dc), "px")
-    return Length(math.hypot(dr * spacing[0], dc * spacing[1]), "mm")
+    scale = _scale(spacing, (a, b))
+    if scale.spacing is None:
+        return Length(math.hypot(dr, dc), scale.length_unit)
+    return Length(math.hypot(dr * scale.spacing[0], dc * scale.spacing[1]), scale.length_unit)
 
 
-def angle(vertex: Point, a: Point, b: Point, spacing: tuple[float, float] | None = None) -> float:
+def angle(vertex: Point, a: Point, b: Point, spacing: SpacingLike = None) -> float:
     """The angle a-vertex-b in degrees (0-180), measured in physical space (anisotropic pixels matter)."""
-    sr, sc = spacing or (1.0, 1.0)
+    sr, sc = _scale(spacing, (vertex, a, b)).spacing or (1.0, 1.0)
     u = np.array([(a[0] - vertex[0]) * sr, (a[1] - vertex[1]) * sc])
     v = np.array([(b[0] - vertex[0]) * sr, (b[1] - vertex[1]) * sc])
     nu, nv = float(np.linalg.norm(u)), float(np.linalg.norm(v))
@@ -54,6 +69,7 @@ class RoiStats:
     maximum: float
     area: float
     area_unit: str  # "mm2" or "px2"
+    area_label: str = ""  # the unit as shown: "mm²", "mm² at detector", "px²", ...
 
 
 def rectangle_mask(shape: tuple[int, int], a: Point, b: Point) -> np.ndarray:
@@ -76,15 +92,22 @@ def ellipse_mask(shape: tuple[int, int], a: Point, b: Point) -> np.ndarray:
     return ((rows - cr) / rr) ** 2 + ((cols - cc) / rc) ** 2 <= 1.0
 
 
-def roi_stats(values: np.ndarray, mask: np.ndarray, spacing: tuple[float, float] | None) -> RoiStats | None:
+def roi_stats(values: np.ndarray, mask: np.ndarray, spacing: SpacingLike,
+              corners: tuple[Point, Point] | None = None) -> RoiStats | None:
     """Statistics of `values` where `mask` holds; None for an empty ROI.  The area is the pixel count times the
-    pixel area (what the pixels cover, not the drawn shape's exact area)."""
+    pixel area (what the pixels cover, not the drawn shape's exact area).  ``corners`` (the drawn rectangle)
+    place the ROI for an ultrasound scale; without them, the mask's bounding box does."""
     picked = np.asarray(values, dtype=np.float64)[mask]
     if picked.size == 0:
         return None
-    pixel_area = spacing[0] * spacing[1] if spacing is not None else 1.0
+    if corners is None and isinstance(spacing, Scale) and spacing.regions:
+        rows, cols = np.nonzero(mask)
+        corners = ((float(rows.min()), float(cols.min())), (float(rows.max()), float(cols.max())))
+    scale = _scale(spacing, corners or ())
+    pixel_area = scale.spacing[0] * scale.spacing[1] if scale.spacing is not None else 1.0
     return RoiStats(int(picked.size), float(picked.mean()), float(picked.std()), float(picked.min()),
-                    float(picked.max()), float(picked.size * pixel_area), "mm2" if spacing is not None else "px2")
+                    float(picked.max()), float(picked.size * pixel_area),
+                    "mm2" if scale.spacing is not None else "px2", scale.area_unit)
 
 
 def probe(values: np.ndarray, point: Point) -> float | None:

@@ -19,8 +19,10 @@ from typing import Protocol
 
 import numpy as np
 
+from viewer.dicom.cine import FrameTiming, uniform_timing
 from viewer.dicom.pixels import PRESETS, Window, default_window
 from viewer.errors import MifasError
+from viewer.limits import FRAME_INTERVAL_MS_RANGE
 from viewer.ui.events import EventEmitter
 
 # Aspects of the state named in Changed events; a viewport re-renders pixels only for SERIES/INDEX/WINDOW/INVERT.
@@ -35,7 +37,7 @@ PIXEL_ASPECTS = frozenset({SERIES, INDEX, WINDOW, INVERT})
 ZOOM_MIN = 0.05
 ZOOM_MAX = 64.0
 CINE_FPS_MIN = 1.0
-CINE_FPS_MAX = 60.0
+CINE_FPS_MAX = 1000.0 / FRAME_INTERVAL_MS_RANGE[0]  # faster than the screen is fine: cine drops frames
 CINE_FPS_DEFAULT = 10.0
 WIDTH_MIN = 1e-3  # a window narrower than this is a threshold anyway (PS3.3 C.11.2.1.2: width >= 1 for LINEAR)
 # Window drag: one view pixel of motion changes width (horizontal) or centre (vertical) by this share of the
@@ -75,6 +77,8 @@ class ViewportModel:
         self._flip_v = False
         self._cine_fps = CINE_FPS_DEFAULT
         self._playing = False
+        self._acquisition: FrameTiming | None = None  # the series' own frame timing (viewer.dicom.cine)
+        self._fps_override = False
 
     # -- read-only state ---------------------------------------------------------------------------------
 
@@ -104,6 +108,7 @@ class ViewportModel:
         self._invert = False
         self._reset_view()
         self._playing = False
+        self._acquisition, self._fps_override = None, False
         self._emit(SERIES, INDEX, WINDOW, INVERT, VIEW, CINE)
 
     def set_index(self, index: int) -> None:
@@ -243,10 +248,46 @@ class ViewportModel:
 
     # -- cine --------------------------------------------------------------------------------------------
 
+    @property
+    def acquisition_timing(self) -> FrameTiming | None:
+        """The series' own frame timing (Frame Time, Frame Time Vector, ...), or None."""
+        return self._acquisition
+
+    @property
+    def plays_acquisition_rate(self) -> bool:
+        """True while cine follows the series' own timing (not a rate the user chose)."""
+        return self._acquisition is not None and not self._fps_override
+
+    def set_acquisition_timing(self, timing: FrameTiming | None) -> None:
+        """The open series' own timing: cine plays on it (and ``cine_fps`` shows its mean rate) until the user
+        chooses another rate; None keeps the user's rate."""
+        if timing is not None and timing.frames != self.count:
+            timing = None  # timing for other frames than those shown: not this series
+        self._acquisition, self._fps_override = timing, False
+        if timing is not None:
+            self._cine_fps = min(max(timing.rate_fps, CINE_FPS_MIN), CINE_FPS_MAX)
+        self._emit(CINE)
+
+    def cine_timing(self) -> FrameTiming | None:
+        """The timing cine plays on: the acquisition's, or every frame evenly at ``cine_fps``."""
+        if self.plays_acquisition_rate:
+            return self._acquisition
+        return uniform_timing(self.count, self._cine_fps)
+
     def set_cine_fps(self, fps: float) -> None:
+        """The user's rate: every frame evenly at ``fps``.  Choosing the acquisition's own (rounded) rate again
+        goes back to the acquisition's timing."""
         fps = min(max(float(fps), CINE_FPS_MIN), CINE_FPS_MAX)
-        if fps != self._cine_fps:
+        acquisition = self._acquisition
+        if acquisition is not None and round(fps) == round(acquisition.rate_fps):
+            if self._fps_override:
+                self._fps_override = False
+                self._cine_fps = min(max(acquisition.rate_fps, CINE_FPS_MIN), CINE_FPS_MAX)
+                self._emit(CINE)
+            return
+        if fps != self._cine_fps or (acquisition is not None and not self._fps_override):
             self._cine_fps = fps
+            self._fps_override = acquisition is not None
             self._emit(CINE)
 
     def set_playing(self, playing: bool) -> None:
