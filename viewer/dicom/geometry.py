@@ -9,12 +9,14 @@ mean the same point.
 * :func:`nearest_slice`: the slice of a series closest to a patient point, along that series' own normal, for
   linked scrolling (None when the point lies farther than half a slice beyond either end).
 * :func:`series_geometry`: the planes of a series' frames, from the library's positions and one header.
+* :class:`FrameOffset`: a translation between two frames of reference that the reader set by eye ("Link here":
+  the two slices shown now are the same place), through which linked views of different frames follow.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -53,6 +55,15 @@ class ImagePlane:
     def to_patient(self, row: float, col: float) -> np.ndarray:
         return (np.asarray(self.position) + np.asarray(self.row_direction) * col * self.spacing[1]
                 + np.asarray(self.column_direction) * row * self.spacing[0])
+
+    @property
+    def centre(self) -> np.ndarray:
+        """The patient point at the middle of the image."""
+        return self.to_patient((self.rows - 1) / 2, (self.columns - 1) / 2)
+
+    def translated(self, offset: Sequence[float]) -> ImagePlane:
+        """The same plane moved by `offset` (mm): the plane as another frame of reference sees it."""
+        return replace(self, position=tuple(float(p + o) for p, o in zip(self.position, offset, strict=True)))
 
     def to_pixel(self, point: Sequence[float]) -> tuple[float, float]:
         """(row, column) of the projection of a patient point on this plane."""
@@ -132,12 +143,43 @@ class SeriesGeometry:
         candidates = [c for c in (k - 1, k) if 0 <= c < len(depths)]
         return int(indices[min(candidates, key=lambda c: abs(depths[c] - depth))])
 
+    def parallel_to(self, other: SeriesGeometry) -> bool:
+        """Slices parallel within about 8 degrees (whatever their frames of reference)."""
+        a, b = self.normal, other.normal
+        return a is not None and b is not None and abs(float(a @ b)) >= LINK_PARALLEL_COS
+
     def linkable_with(self, other: SeriesGeometry) -> bool:
         """Same Frame of Reference and parallel slices (within about 8 degrees): scrolling one can follow the
         other slice by slice.  Non-parallel series of one frame are linked by reference lines only."""
         a, b = self.normal, other.normal
         return (self.frame_of_reference_uid == other.frame_of_reference_uid and a is not None and b is not None
                 and abs(float(a @ b)) >= LINK_PARALLEL_COS)
+
+
+@dataclass(frozen=True)
+class FrameOffset:
+    """A registration by translation between two frames of reference, set by the reader: the point ``p`` of
+    frame ``source`` is the point ``p + offset`` of frame ``target`` (mm, LPS)."""
+
+    source: str
+    target: str
+    offset: tuple[float, float, float]
+
+    @classmethod
+    def between(cls, source_plane: ImagePlane, source: str, target_plane: ImagePlane, target: str) -> FrameOffset:
+        """The offset that makes the centres of two planes the same place (the reader aligned the two slices by
+        eye; the centres stand for the in-plane match, which the reader did not set)."""
+        delta = target_plane.centre - source_plane.centre
+        return cls(source, target, (float(delta[0]), float(delta[1]), float(delta[2])))
+
+    def toward(self, source: str, target: str) -> np.ndarray | None:
+        """The offset from frame `source` to frame `target` (the inverse when asked backwards); None when this
+        registration joins other frames."""
+        if (source, target) == (self.source, self.target):
+            return np.asarray(self.offset, dtype=float)
+        if (source, target) == (self.target, self.source):
+            return -np.asarray(self.offset, dtype=float)
+        return None
 
 
 def _floats(value, n: int) -> tuple[float, ...] | None:

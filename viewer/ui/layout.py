@@ -14,8 +14,14 @@ same point):
   nearest_slice`, from depths computed once per series); viewports moved this way do not move others in turn.
 * **reference lines**: every other visible viewport draws the line where the active viewport's slice cuts its
   own slice (:func:`viewer.dicom.geometry.reference_line`); parallel slices have none.
+* **Link here** (:meth:`ViewportGrid.link_here`), for series of *different* frames of reference (a prior): the
+  reader brings the same anatomy into view in the active viewport and another one, and links them there.  Each
+  other visible viewport showing a parallel series of another frame gets a registration
+  (:class:`viewer.dicom.geometry.FrameOffset`, the translation between the two slices' centres); linked
+  scrolling and reference lines then follow through it, to every visible series of the two frames.
+  :meth:`ViewportGrid.unlink` clears the registrations, and so does a new series in either of the two viewports.
 
-The viewports share the session's measurements (:class:`~viewer.ui.annotations.AnnotationStore`, keyed by
+The viewports share the session's measurements (:class:`~viewer.reading.annotations.AnnotationStore`, keyed by
 SOP Instance UID and frame): an image shows its measurements in whichever viewport shows it.
 
 A viewport that a smaller layout hides releases its series (and its decoded slices), so the decoded memory is
@@ -24,13 +30,14 @@ bounded by the visible viewports: at most 4 x the per-series cache of :mod:`view
 
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtCore import QEvent, QObject, Signal
 from PySide6.QtGui import QDragEnterEvent, QDragMoveEvent, QDropEvent
 from PySide6.QtWidgets import QFrame, QGridLayout, QVBoxLayout, QWidget
 
-from viewer.dicom.geometry import reference_line
+from viewer.dicom.geometry import FrameOffset, reference_line
+from viewer.reading.annotations import AnnotationStore
 from viewer.ui import viewport_model as vm
-from viewer.ui.annotations import AnnotationStore
 from viewer.ui.series_source import SERIES_MIME_TYPE, series_uid_from_mime
 from viewer.ui.viewport import Viewport
 from viewer.ui.viewport_model import Changed
@@ -112,6 +119,7 @@ class ViewportGrid(QWidget):
         self._syncing = False  # linked scrolling in progress: the moves it makes do not propagate
         self.link_scrolling = True
         self.show_reference_lines = True
+        self._registrations: list[tuple[FrameOffset, Viewport, Viewport]] = []  # Link here: (offset, the two views)
         self.set_layout("1x1")
         self.frames[0].set_active(True)
 
@@ -194,6 +202,8 @@ class ViewportGrid(QWidget):
         self.update_links()
 
     def _on_model_changed(self, viewport: Viewport, event: Changed) -> None:
+        if vm.SERIES in event.aspects and any(viewport in r[1:] for r in self._registrations):
+            self._registrations = [r for r in self._registrations if viewport not in r[1:]]  # a new series
         if event.aspects & {vm.INDEX, vm.SERIES} and not self._syncing:  # moves made by _follow wait for its end
             if viewport is self._active and self.link_scrolling:
                 self._follow(viewport)
@@ -208,20 +218,64 @@ class ViewportGrid(QWidget):
         out = []
         for v in self.visible_viewports():
             other = v.series_geometry() if v is not source else None
-            if other is not None and geometry.linkable_with(other):
+            if other is not None and geometry.parallel_to(other) and self.frame_offset(
+                    geometry.frame_of_reference_uid, other.frame_of_reference_uid) is not None:
                 out.append(v)
         return out
+
+    def frame_offset(self, source: str, target: str):
+        """The translation (mm, numpy) from frame `source` to frame `target`: zero within one frame, the Link
+        here registration between two, else None (not linked)."""
+        if source == target:
+            return np.zeros(3)
+        return next((o for o in (r[0].toward(source, target) for r in self._registrations) if o is not None), None)
+
+    @property
+    def registrations(self) -> list[FrameOffset]:
+        return [r[0] for r in self._registrations]
+
+    def link_here(self) -> int:
+        """Register the active viewport's frame of reference with that of each other visible viewport showing a
+        parallel series of another frame, by the offset between the slices they show now (the reader aligned
+        them).  Replaces an earlier registration of the same two frames.  Returns how many were made."""
+        source = self._active
+        geometry, plane = source.series_geometry(), source.current_plane()
+        if geometry is None or plane is None:
+            return 0
+        made = 0
+        for v in self.visible_viewports():
+            other, target = (v.series_geometry(), v.current_plane()) if v is not source else (None, None)
+            if other is None or target is None or not geometry.parallel_to(other) \
+                    or other.frame_of_reference_uid == geometry.frame_of_reference_uid:
+                continue
+            frames = {geometry.frame_of_reference_uid, other.frame_of_reference_uid}
+            self._registrations = [r for r in self._registrations if {r[0].source, r[0].target} != frames]
+            offset = FrameOffset.between(plane, geometry.frame_of_reference_uid, target,
+                                         other.frame_of_reference_uid)
+            self._registrations.append((offset, source, v))
+            made += 1
+        self.update_links()
+        return made
+
+    def unlink(self) -> bool:
+        """Forget every Link here registration; True when there was one."""
+        had = bool(self._registrations)
+        self._registrations = []
+        self.update_links()
+        return had
 
     def _follow(self, source: Viewport) -> None:
         """Move the viewports linked to `source` to their slices nearest `source`'s slice."""
         plane = source.current_plane()
         if plane is None:
             return
-        centre = plane.to_patient((plane.rows - 1) / 2, (plane.columns - 1) / 2)
+        centre = plane.centre
+        frame = source.series_geometry().frame_of_reference_uid
         self._syncing = True
         try:
             for v in self.linked_viewports(source):
-                index = v.series_geometry().nearest(centre)
+                geometry = v.series_geometry()
+                index = geometry.nearest(centre + self.frame_offset(frame, geometry.frame_of_reference_uid))
                 if index is not None and index != v.model.index:
                     v.model.set_index(index)
         finally:
@@ -238,8 +292,9 @@ class ViewportGrid(QWidget):
             if plane is not None and v is not source and v in visible:
                 geometry = v.series_geometry()
                 target = v.current_plane()
-                if geometry is not None and target is not None and geometry.frame_of_reference_uid == frame:
-                    line = reference_line(plane, target)
+                offset = self.frame_offset(frame, geometry.frame_of_reference_uid) if geometry is not None else None
+                if offset is not None and target is not None:
+                    line = reference_line(plane.translated(offset) if offset.any() else plane, target)
                     if line is not None:
                         lines.append(line)
             v.set_reference_lines(lines)
