@@ -32,7 +32,7 @@ from tests.pacs.conftest import CALLING_AE, ct_series, part10
 from tests.support import require
 from viewer.errors import NodeUnreachableError, OperationCancelled
 from viewer.library.jobs import JobStore, resume_pending, run_job
-from viewer.library.store import Library
+from viewer.library.store import SCHEMA_VERSION, Library
 from viewer.pacs.cluster import ClusterAddress, ClusterProfile
 from viewer.pacs.health import EventLog
 from viewer.pacs.node import Timeouts
@@ -479,7 +479,7 @@ def test_a_version_1_library_upgrades_and_keeps_its_images(tmp_path: Path, sourc
         jobs.mark_failed(job_id, "the budget ran out")
         assert jobs.get(job_id).state == "failed" and jobs.pending() == []
         jobs.close()
-        assert library._db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert library._db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def _image_match(uid: str, study_uid: str, series_uid: str) -> pydicom.Dataset:

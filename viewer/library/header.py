@@ -220,7 +220,7 @@ def inflate_prefix(fp: io.BufferedIOBase, limit: int) -> bytes:
 class _IndexRow:
     """What the index records of one instance, read from its header (everything but where and how big)."""
 
-    study: tuple  # studies columns
+    study: tuple  # studies columns (:data:`viewer.library.store.STUDY_COLUMNS`)
     series: tuple  # series columns
     instance: tuple  # instances columns up to transfer_syntax_uid
 
@@ -247,7 +247,7 @@ def _row_from_dataset(ds: Dataset) -> _IndexRow:
     return _IndexRow(
         (study_uid, _text(ds, "PatientName"), _text(ds, "PatientID"), _text(ds, "PatientBirthDate"),
          _text(ds, "PatientSex"), _text(ds, "StudyDate"), _text(ds, "StudyTime"), _text(ds, "AccessionNumber"),
-         _text(ds, "StudyDescription")),
+         _text(ds, "StudyDescription"), _text(ds, "IssuerOfPatientID")),
         (series_uid, study_uid, _text(ds, "Modality"), _int_or_none(ds, "SeriesNumber"),
          _text(ds, "SeriesDescription"), _text(ds, "BodyPartExamined")),
         (sop_uid, series_uid, _text(ds, "SOPClassUID"), _int_or_none(ds, "InstanceNumber"),
@@ -265,7 +265,8 @@ _TEXT_TAGS = {
     0x00080016: "SOPClassUID", 0x00080018: "SOPInstanceUID", 0x00080020: "StudyDate", 0x00080030: "StudyTime",
     0x00080050: "AccessionNumber", 0x00080060: "Modality", 0x00081030: "StudyDescription",
     0x0008103E: "SeriesDescription", 0x00100010: "PatientName", 0x00100020: "PatientID",
-    0x00100030: "PatientBirthDate", 0x00100040: "PatientSex", 0x00180015: "BodyPartExamined",
+    0x00100021: "IssuerOfPatientID", 0x00100030: "PatientBirthDate", 0x00100040: "PatientSex",
+    0x00180015: "BodyPartExamined",
     0x0020000D: "StudyInstanceUID", 0x0020000E: "SeriesInstanceUID",
 }
 _IS_TAGS = {0x00200011: "SeriesNumber", 0x00200013: "InstanceNumber", 0x00280008: "NumberOfFrames"}
@@ -401,7 +402,8 @@ def _row_from_values(values: dict[int, bytes], tsuid: str) -> _IndexRow:
     study_uid, series_uid, sop_uid = text["StudyInstanceUID"], text["SeriesInstanceUID"], text["SOPInstanceUID"]
     return _IndexRow(
         (study_uid, text["PatientName"], text["PatientID"], text["PatientBirthDate"], text["PatientSex"],
-         text["StudyDate"], text["StudyTime"], text["AccessionNumber"], text["StudyDescription"]),
+         text["StudyDate"], text["StudyTime"], text["AccessionNumber"], text["StudyDescription"],
+         text["IssuerOfPatientID"]),
         (series_uid, study_uid, text["Modality"], numbers["SeriesNumber"], text["SeriesDescription"],
          text["BodyPartExamined"]),
         (sop_uid, series_uid, text["SOPClassUID"], numbers["InstanceNumber"], position, orientation,
