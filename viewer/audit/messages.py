@@ -176,6 +176,21 @@ def transferred(app_name: str, node_name: str, node_host: str | None, study: Stu
                       outcome=outcome, outcome_text=outcome_text, studies=(study,))
 
 
+def sending_begin(app_name: str, node_name: str, node_host: str | None, study: StudyRef) -> AuditEvent:
+    """Begin Transferring DICOM Instances to a node (we are the source: a C-STORE or STOW-RS send)."""
+    return AuditEvent(BEGIN_TRANSFERRING, "E", (user(), application(app_name, role=ROLE_SOURCE),
+                                                peer(node_name, node_host, ROLE_DESTINATION)),
+                      studies=(study,))
+
+
+def sent(app_name: str, node_name: str, node_host: str | None, study: StudyRef, outcome: str = SUCCESS,
+         outcome_text: str | None = None) -> AuditEvent:
+    """DICOM Instances Transferred to a node: action R (the source's side of the transfer, PS3.15 A.5.3.4)."""
+    return AuditEvent(INSTANCES_TRANSFERRED, "R", (user(), application(app_name, role=ROLE_SOURCE),
+                                                   peer(node_name, node_host, ROLE_DESTINATION)),
+                      outcome=outcome, outcome_text=outcome_text, studies=(study,))
+
+
 def instances_accessed(app_name: str, study: StudyRef) -> AuditEvent:
     return AuditEvent(INSTANCES_ACCESSED, "R", (user(), application(app_name)), studies=(study,))
 

@@ -1,7 +1,7 @@
 """The audit messages of talking to a PACS, for every caller alike (``mifas-pacs``, the viewer's PACS panel, the
 retrieval jobs): one Query per C-FIND / QIDO-RS, and Begin Transferring / DICOM Instances Transferred around a
-retrieval (PS3.15 A.5.3).  A node or a cluster profile names the peer (its AE title; the host, or the cluster's
-virtual IP)."""
+retrieval, and around a send of our own objects (:func:`sending`, :func:`sent`) (PS3.15 A.5.3).  A node or a
+cluster profile names the peer (its AE title; the host, or the cluster's virtual IP)."""
 
 from __future__ import annotations
 
@@ -47,3 +47,16 @@ def transferred(source: Any, study: StudyRef, outcome: object) -> None:
     audit.emit(messages.transferred, name, host, study,
                outcome=messages.SUCCESS if complete else messages.MINOR_FAILURE,
                outcome_text=None if complete else "the retrieval is incomplete")
+
+
+def sending(destination: Any, study: StudyRef) -> None:
+    """Begin Transferring, for a send to `destination` (a node or a cluster profile)."""
+    name, host = peer_of(destination)
+    audit.emit(messages.sending_begin, name, host, study)
+
+
+def sent(destination: Any, study: StudyRef, complete: bool, why: str = "") -> None:
+    """DICOM Instances Transferred to `destination`; a send that left some behind is a minor failure."""
+    name, host = peer_of(destination)
+    audit.emit(messages.sent, name, host, study, outcome=messages.SUCCESS if complete else messages.MINOR_FAILURE,
+               outcome_text=None if complete else (why or "the send is incomplete"))

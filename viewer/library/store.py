@@ -47,7 +47,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from viewer.errors import InstanceNotFoundError, LibraryError, MalformedDicomError, StorageFullError
+from viewer.errors import (
+    InstanceNotFoundError,
+    LibraryError,
+    MalformedDicomError,
+    MifasError,
+    StorageFullError,
+)
 from viewer.imports import need
 from viewer.library.disk import (
     _SYNCFS_WORKS,
@@ -67,9 +73,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-# (version reached, script): 1 the index itself, 2 retrieval jobs (viewer.library.jobs).
-_UPGRADES: tuple[tuple[int, str], ...] = ((1, "schema.sql"), (2, "schema_v2.sql"))
+SCHEMA_VERSION = 4
+# (version reached, script): 1 the index itself, 2 retrieval jobs (viewer.library.jobs), 3 the studies' Issuer
+# of Patient ID (no script: Library._add_issuer adds the column and fills it from each study's files), 4 our saved
+# readings (viewer.library.drafts).
+_UPGRADES: tuple[tuple[int, str], ...] = ((1, "schema.sql"), (2, "schema_v2.sql"), (3, ""), (4, "schema_v4.sql"))
+# The studies table's columns, in the order of an index row's ``study`` tuple (viewer.library.header).
+STUDY_COLUMNS = ("study_uid", "patient_name", "patient_id", "patient_birth_date", "patient_sex", "study_date",
+                 "study_time", "accession_number", "study_description", "issuer_of_patient_id")
 COPY_CHUNK_BYTES = 1 << 20
 
 
@@ -95,6 +106,7 @@ class StudyRecord:
     modalities: tuple[str, ...]
     series_count: int
     instance_count: int
+    issuer_of_patient_id: str = ""  # (0010,0021): the authority that assigned patient_id ("" when not said)
 
 
 @dataclass(frozen=True)
@@ -251,9 +263,42 @@ class Library:
             )
         for target, script in _UPGRADES:
             if version < target:
-                sql = (Path(__file__).with_name(script)).read_text(encoding="utf-8")
-                self._db.executescript("BEGIN;" + sql + f"PRAGMA user_version={target}; COMMIT;")
+                if script:
+                    sql = (Path(__file__).with_name(script)).read_text(encoding="utf-8")
+                    self._db.executescript("BEGIN;" + sql + f"PRAGMA user_version={target}; COMMIT;")
+                else:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    try:
+                        self._add_issuer()
+                        self._db.execute(f"PRAGMA user_version={target}")
+                        self._db.execute("COMMIT")
+                    except BaseException:
+                        self._db.execute("ROLLBACK")
+                        raise
                 version = target
+
+    def _add_issuer(self) -> None:
+        """Upgrade 2 -> 3 (in the open transaction): the studies' Issuer of Patient ID, read from one file of each
+        study already held (a header each; a file that cannot be read leaves it empty)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(studies)")}
+        if "issuer_of_patient_id" not in columns:
+            self._db.execute("ALTER TABLE studies ADD COLUMN issuer_of_patient_id TEXT NOT NULL DEFAULT ''")
+        rows = self._db.execute(
+            "SELECT st.study_uid, (SELECT i.relpath FROM instances i JOIN series se USING(series_uid)"
+            " WHERE se.study_uid=st.study_uid LIMIT 1) FROM studies st").fetchall()
+        filled = 0
+        for study_uid, relpath in rows:
+            if relpath is None:
+                continue
+            try:
+                issuer = str(read_header(self.root / relpath).get("IssuerOfPatientID", "") or "").strip()
+            except (MifasError, OSError):
+                continue
+            if issuer:
+                self._db.execute("UPDATE studies SET issuer_of_patient_id=? WHERE study_uid=?", (issuer, study_uid))
+                filled += 1
+        if rows:
+            log.info("library index upgraded: issuer of patient ID read for %d of %d studies", filled, len(rows))
 
     # -- writing ------------------------------------------------------------------------------------------
 
@@ -298,6 +343,28 @@ class Library:
         except Exception as exc:
             raise MalformedDicomError(f"The dataset cannot be encoded: {exc}.") from exc
         return self.store_bytes(buf.getvalue())
+
+    def replace_own(self, data: bytes) -> StoreResult:
+        """Store a Part 10 file in place of the held copy of the same SOP Instance UID (or as new when none is
+        held): for objects this program wrote and has not sent, i.e. a reading draft saved again
+        (:mod:`viewer.library.drafts` keeps track of which).  Atomic like :meth:`store_bytes`: the new file is
+        written to ``tmp/``, fsync'ed and renamed into ``objects/``; ONE index transaction swaps the row; only
+        then is the old file removed.  A crash leaves the old or the new version visible, never neither."""
+        row = index_row(data)
+        relpath, size, sha = self._write_atomic(iter((data,)))
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                old = self._db.execute("SELECT relpath FROM instances WHERE sop_instance_uid=?",
+                                       (row.sop_uid,)).fetchone()
+                self._db.execute("DELETE FROM instances WHERE sop_instance_uid=?", (row.sop_uid,))
+                self._insert(row, relpath, size, sha)
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise self._index_failed(exc, [relpath]) from exc
+        if old is not None:
+            (self.root / old[0]).unlink(missing_ok=True)
+        return _result(row, old is None)
 
     def _existing(self, sop_uid: str) -> StoreResult | None:
         with self._lock:
@@ -349,8 +416,7 @@ class Library:
         `entered` (a group commit's) holds the study and series UIDs this transaction already entered, so a
         batch of one series enters its study and series rows once."""
         if entered is None or row.study[0] not in entered:
-            self._db.execute("INSERT INTO studies VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(study_uid) DO NOTHING",
-                             row.study)
+            self._db.execute(_INSERT_STUDY, row.study)
         if entered is None or row.series[0] not in entered:
             self._db.execute("INSERT INTO series VALUES (?,?,?,?,?,?) ON CONFLICT(series_uid) DO NOTHING", row.series)
         if entered is not None:
@@ -522,7 +588,7 @@ class Library:
             where.append("EXISTS (SELECT 1 FROM series m WHERE m.study_uid=st.study_uid AND upper(m.modality)=upper(?))")
             args.append(q.modality)
         sql = (
-            "SELECT st.*, (SELECT group_concat(DISTINCT modality) FROM series WHERE study_uid=st.study_uid),"
+            f"SELECT {', '.join('st.' + c for c in STUDY_COLUMNS)}, (SELECT group_concat(DISTINCT modality) FROM series WHERE study_uid=st.study_uid),"
             " (SELECT count(*) FROM series WHERE study_uid=st.study_uid),"
             " (SELECT count(*) FROM instances i JOIN series se USING(series_uid) WHERE se.study_uid=st.study_uid)"
             " FROM studies st"
@@ -532,8 +598,8 @@ class Library:
         with self._lock:
             rows = self._db.execute(sql, args).fetchall()
         return [
-            StudyRecord(*r[:9], modalities=tuple(sorted(filter(None, (r[9] or "").split(",")))),
-                        series_count=r[10], instance_count=r[11])
+            StudyRecord(*r[:9], modalities=tuple(sorted(filter(None, (r[10] or "").split(",")))),
+                        series_count=r[11], instance_count=r[12], issuer_of_patient_id=r[9])
             for r in rows
         ]
 
@@ -558,16 +624,17 @@ class Library:
             ).fetchone()
         return SeriesRecord(*row) if row else None
 
-    def instances(self, series_uid: str) -> list[InstanceRecord]:
-        """The series' instances in index order (instance number, then UID).  Geometric ordering is the
-        job of viewer.dicom.geometry, which uses the positions recorded here without opening any file."""
+    def instances(self, series_uid: str, limit: int = -1) -> list[InstanceRecord]:
+        """The series' instances in index order (instance number, then UID), the first `limit` (-1: all).
+        Geometric ordering is the job of viewer.dicom.geometry, which uses the positions recorded here without
+        opening any file."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT sop_instance_uid, series_uid, sop_class_uid, instance_number, image_position,"
                 " image_orientation, number_of_frames, rows, columns, transfer_syntax_uid, relpath, size_bytes,"
                 " sha256 FROM instances WHERE series_uid=?"
-                " ORDER BY instance_number IS NULL, instance_number, sop_instance_uid",
-                (series_uid,),
+                " ORDER BY instance_number IS NULL, instance_number, sop_instance_uid LIMIT ?",
+                (series_uid, int(limit)),
             ).fetchall()
         return [self._instance(r) for r in rows]
 
@@ -637,6 +704,10 @@ class Library:
                 orphans += 1
         missing = sum(1 for rel in indexed if not (self.root / rel).exists())
         return {"orphans_removed": orphans, "missing": missing}
+
+
+_INSERT_STUDY = (f"INSERT INTO studies ({', '.join(STUDY_COLUMNS)}) VALUES ({', '.join('?' * len(STUDY_COLUMNS))})"
+                 " ON CONFLICT(study_uid) DO NOTHING")
 
 
 def _like_pattern(value: str) -> str:

@@ -15,6 +15,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -131,7 +132,7 @@ def dicom_json_to_dict(item: Mapping[str, Any]) -> dict[str, str]:
 
 
 class DicomWebClient:
-    """QIDO-RS and WADO-RS against one DICOMweb base URL (e.g. ``http://host:8042/dicom-web``)."""
+    """QIDO-RS, WADO-RS and STOW-RS against one DICOMweb base URL (e.g. ``http://host:8042/dicom-web``)."""
 
     def __init__(
         self,
@@ -165,10 +166,12 @@ class DicomWebClient:
     # -- HTTP ---------------------------------------------------------------------------------------------
 
     def _get(self, path: str, *, accept: str, params: Sequence[tuple[str, str]] = (),
-             stream: bool = False) -> requests.Response:
+             stream: bool = False, method: str = "GET", body: bytes | None = None,
+             content_type: str = "") -> requests.Response:
         url = f"{self.base_url}{path}" + (f"?{query_string(params)}" if params else "")
+        headers = {"Accept": accept} | ({"Content-Type": content_type} if content_type else {})
         try:
-            prepared = self._session.prepare_request(requests.Request("GET", url, headers={"Accept": accept},
+            prepared = self._session.prepare_request(requests.Request(method, url, headers=headers, data=body,
                                                                       auth=self._auth or webauth.NO_SIGN_IN))
             prepared.url = url  # as we encoded it: requests would percent-encode "^" and "\\" again
             settings = self._session.merge_environment_settings(url, {}, stream, self._verify, self._cert)
@@ -266,6 +269,53 @@ class DicomWebClient:
         return [dicom_json_to_dict(item) for item in items[:limit] if isinstance(item, Mapping)]
 
     find = qido  # the PacsClient interface
+
+    # -- STOW-RS (PS3.18 10.5) ----------------------------------------------------------------------------
+
+    def stow(self, instances: Sequence[bytes], study_uid: str = "") -> tuple[list[str], dict[str, str]]:
+        """Store Part 10 files with one STOW-RS request (``POST /studies[/{study}]``, multipart/related of
+        application/dicom); return the SOP Instance UIDs the server stored and those it refused (UID -> reason).
+        Its answer is read bounded (QIDO_BYTES_MAX, JSON limits); an HTTP error is a DicomWebError."""
+        if study_uid and not is_valid_uid(study_uid):
+            raise DicomWebError(f"'{study_uid}' is not a valid Study Instance UID.")
+        boundary = f"mifas-{uuid.uuid4().hex}"
+        parts = bytearray()
+        for data in instances:
+            parts += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode("ascii")
+            parts += data
+            parts += b"\r\n"
+        parts += f"--{boundary}--\r\n".encode("ascii")
+        path = f"/studies/{study_uid}" if study_uid else "/studies"
+        try:
+            response = self._get(path, accept=ACCEPT_JSON, stream=True, method="POST", body=bytes(parts),
+                                 content_type=f'multipart/related; type="application/dicom"; boundary={boundary}')
+        except DicomWebError as exc:
+            if exc.http_status != 409:  # 409: every instance refused, the body says why
+                raise
+            return [], {"": str(exc)}
+        try:
+            body = _read_bounded(response, QIDO_BYTES_MAX, self.base_url)
+        finally:
+            response.close()
+        try:
+            answer = parse_json(body) if body.strip() else {}
+        except (JsonRefused, ValueError):
+            raise DicomWebError(f"The DICOMweb server at {self.base_url} sent a store answer we do not read.") \
+                from None
+        stored: list[str] = []
+        refused: dict[str, str] = {}
+        if isinstance(answer, list):
+            answer = answer[0] if answer and isinstance(answer[0], Mapping) else {}
+        if isinstance(answer, Mapping):
+            for tag, target in (("00081199", stored), ("00081198", refused)):
+                for item in (answer.get(tag) or {}).get("Value", []) if isinstance(answer.get(tag), Mapping) else []:
+                    fields = dicom_json_to_dict(item) if isinstance(item, Mapping) else {}
+                    uid = fields.get("ReferencedSOPInstanceUID", "")
+                    if isinstance(target, list):
+                        target.append(uid)
+                    else:
+                        target[uid] = f"failure reason {_shown(fields.get('FailureReason', ''))}"
+        return stored, refused
 
     # -- WADO-RS (PS3.18 10.4) ----------------------------------------------------------------------------
 

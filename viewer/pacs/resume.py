@@ -6,6 +6,7 @@ profile's candidates (virtual IP first, then the members):
 - **echo**, **find** (C-FIND), **qido** (QIDO-RS): re-issued whole after a failure (queries are idempotent).
 - **retrieve**: the retrieval engine (:mod:`viewer.pacs.retrieve`), whose queries and attempts run through
   this client's retry loop (:meth:`ResilientClient.run`).
+- **stow** (STOW-RS): the request is re-sent whole after a failure (a server keeps one copy per SOP Instance UID).
 - **store** (C-STORE SCU): instances not yet acknowledged are re-sent with the same SOP Instance UID;
   "duplicate" counts as stored.  The instance that was in flight when an association broke may have arrived
   (only the response was lost): before re-sending, an IMAGE-level C-FIND on the node now answering checks.
@@ -85,7 +86,7 @@ class ResilientClient:
         """``op(attempt)`` through the retry loop over `candidates` (see :func:`run_with_retry`)."""
         if not candidates:
             raise PacsError(f"The cluster '{self.profile.name}' has no address for {operation}.")
-        web = operation in ("WADO-RS", "QIDO-RS")
+        web = operation in ("WADO-RS", "QIDO-RS", "STOW-RS")
         addresses = [url_address(n.dicomweb_url) if web and n.dicomweb_url else (n.host, n.port)
                      for n in candidates]
         connect_s = min(n.timeouts.connect_s for n in candidates)
@@ -167,6 +168,25 @@ class ResilientClient:
         except MifasError as exc:
             return state.outcome(str(exc))
         return state.outcome("")
+
+    def stow(self, instances: Sequence[bytes], study_uid: str = "", *, cancel: threading.Event | None = None,
+             on_event: OnEvent | None = None) -> StoreOutcome:
+        """Store Part 10 files with STOW-RS through the retry loop over the profile's DICOMweb nodes, re-sent
+        whole after a failure (storing a SOP Instance UID again is harmless: the server keeps one copy).  Does
+        not raise for the network: the outcome says what is stored and, in ``error``, why not the rest."""
+        if len(instances) > STORE_BATCH_MAX:
+            raise ValueError(f"store at most {STORE_BATCH_MAX} instances per call")
+
+        def op(attempt: Attempt[Node]) -> tuple[list[str], dict[str, str]]:
+            with _WebSession(attempt.node) as web:
+                return web.stow(instances, study_uid)
+        try:
+            stored, refused = self.run(op, "STOW-RS", self.profile.web_candidates(), cancel, on_event)
+        except OperationCancelled:
+            raise
+        except MifasError as exc:
+            return StoreOutcome(error=str(exc))
+        return StoreOutcome(acknowledged=tuple(stored), refused=refused)
 
 
 class _StoreState:
