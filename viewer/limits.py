@@ -16,6 +16,14 @@ WALK_FILES_MAX = 2_000_000  # files one import walks
 SETTINGS_BYTES_MAX = 1 << 20  # a settings file (viewer.settings)
 PROFILE_FILE_BYTES_MAX = 1 << 20  # a cluster profile file (viewer.pacs.cluster)
 
+# -- scale and timing read from image headers (viewer.dicom.calibration, viewer.dicom.cine) -------------------------
+# Estimated Radiographic Magnification Factor (SID / SOD) believed: below 1 is impossible, above 10 is not a radiograph.
+MAGNIFICATION_FACTOR_RANGE = (1.0, 10.0)
+US_REGIONS_MAX = 64  # items of a Sequence of Ultrasound Regions looked at
+# One frame's time from a header (Frame Time, a Frame Time Vector step, 1/Recommended Display Frame Rate, 1/Cine
+# Rate), in ms: 1 ms (1000 fps) to 10 s.  A 0, negative or larger value is ignored: cine never spins or stalls on it.
+FRAME_INTERVAL_MS_RANGE = (1.0, 10_000.0)
+
 # -- JSON (DICOMweb searches, Orthanc's REST, settings, profiles) ----------------------------------------------------
 # DICOM JSON (PS3.18 F.2) nests two levels per sequence (the element's Value list, then the item); a search answer
 # is a list of objects of elements.  64 levels hold some 30 nested sequences, far beyond real data.
@@ -40,6 +48,7 @@ IDENTIFIER_BYTES_MAX = 1 << 20  # one C-FIND match
 FIND_RESULTS_MAX = 10_000  # the default `limit` of a query
 FIND_RESULTS_LIMIT_MAX = 1_000_000  # the largest `limit` a query accepts
 SERIES_PER_STUDY_MAX = 10_000  # a planning listing; a flooded one stops the retrieval
+PRIORS_MAX = 200  # prior studies one search lists (viewer.reading.priors), and matches one of its C-FINDs reads
 INSTANCES_PER_SERIES_MAX = FIND_RESULTS_LIMIT_MAX
 
 # -- HTTP (DICOMweb) -------------------------------------------------------------------------------------------------
@@ -54,3 +63,19 @@ SHOWN_CHARS_MAX = 80  # of a server-chosen text (a content type) quoted in a mes
 
 # -- secrets ------------------------------------------------------------------------------------------------------------
 SECRET_LENGTH_MAX = 64 << 10  # a JWT with many claims fits; a file pasted by mistake does not
+
+# -- hanging protocol rules files (viewer.reading.protocols, viewer.reading.protocol_files) -------------------------
+# Each file is also bounded by SETTINGS_BYTES_MAX and the JSON limits above.
+PROTOCOL_FILES_MAX = 64  # *.json files read from the system folder's protocols/
+PROTOCOLS_PER_FILE_MAX = 256
+DISPLAY_SETS_MAX = 16  # per protocol
+ALTERNATIVES_MAX = 16  # of a study match or a viewport's series rule
+PATTERNS_MAX = 32  # values in one criterion (globs, modalities, ...)
+RULE_TEXT_CHARS_MAX = 128  # one name, glob or value
+
+# -- saved readings (presentation states, SR, KOS; viewer.reading) -------------------------------------------------
+READING_BYTES_MAX = 64 << 20  # a GSPS, SR or KOS file read back from the library: far beyond any real one
+GRAPHIC_POINTS_MAX = 10_000  # points in one graphic object of a GSPS (a freehand outline has a few hundred)
+GRAPHICS_PER_STATE_MAX = 20_000  # graphic and text objects in one GSPS, all images together
+SR_CONTENT_ITEMS_MAX = 100_000  # content items in one SR document, counted through every nesting level
+SR_DEPTH_MAX = 32  # nesting of SR content (TID 1500 needs 4 or 5 levels)

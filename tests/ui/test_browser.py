@@ -85,9 +85,9 @@ def test_activating_a_series_emits_its_uid(qtbot, make_browser, ct_series):
     with qtbot.waitSignal(browser.series_activated, timeout=1000) as opened:
         view.activated.emit(browser.local.series.index(0))
     assert opened.args == [ct_series.series_uid]
-    with qtbot.waitSignal(browser.series_activated, timeout=1000) as opened:
-        browser.local.studies_view.activated.emit(browser.local.studies.index(0, 0))  # a study: its first series
-    assert opened.args == [ct_series.series_uid]
+    with qtbot.waitSignal(browser.study_activated, timeout=1000) as opened:
+        browser.local.studies_view.activated.emit(browser.local.studies.index(0, 0))  # a study: laid out whole
+    assert opened.args == [ct_series.study_uid]
 
 
 def test_dicom_keys_for_pacs_queries(qtbot, make_browser, library):

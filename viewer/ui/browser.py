@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from viewer.library import Library, SeriesRecord, StudyQuery, StudyRecord
+from viewer.reading.objects import is_reading_modality
 from viewer.ui.search_fields import SearchFields
 from viewer.ui.series_source import SERIES_MIME_TYPE, series_mime_data
 from viewer.ui.table_model import ROOT_INDEX, RowTableModel
@@ -74,6 +75,9 @@ class StudyTableModel(RowTableModel[StudyRecord]):
                 ", ".join(s.modalities), s.accession_number, str(s.series_count), str(s.instance_count))[column]
 
 
+READING_KINDS = {"PR": "GSPS", "SR": "report", "KO": "key images"}  # series of a saved reading, as listed
+
+
 class SeriesListModel(QAbstractListModel):
     def __init__(self, icon_for: Callable[[str], QIcon], parent=None) -> None:
         super().__init__(parent)
@@ -106,6 +110,9 @@ class SeriesListModel(QAbstractListModel):
         s = self._rows[index.row()]
         if role == Qt.ItemDataRole.DisplayRole:
             number = f"{s.series_number}: " if s.series_number is not None else ""
+            if is_reading_modality(s.modality):  # opening it opens its images with it (viewer.ui.reading_service)
+                kind = READING_KINDS.get(s.modality.strip().upper(), s.modality)
+                return f"Reading ({kind})\n{s.series_description or 'saved reading'} · {s.instance_count} object(s)"
             return f"{number}{s.series_description or s.modality or 'Series'}\n{s.modality} · {s.instance_count} image(s)"
         if role == Qt.ItemDataRole.DecorationRole:
             return self._icon_for(s.series_uid)
@@ -130,9 +137,10 @@ class SeriesListModel(QAbstractListModel):
 
 
 class LocalBrowser(QWidget):
-    """Search the local library; double-click (or Enter on) a series to open it."""
+    """Search the local library; double-click (or Enter on) a study or a series to open it."""
 
     series_activated = Signal(str)
+    study_activated = Signal(str)
     demo_requested = Signal()
 
     def __init__(self, library: Library, parent: QWidget | None = None) -> None:
@@ -234,9 +242,7 @@ class LocalBrowser(QWidget):
         self._show_series(self.selected_study_uid())
 
     def _on_study_activated(self, index: QModelIndex) -> None:
-        series = self.library.series(self.studies.record(index.row()).study_uid)
-        if series:
-            self.series_activated.emit(series[0].series_uid)
+        self.study_activated.emit(self.studies.record(index.row()).study_uid)
 
     # -- series and thumbnails -------------------------------------------------------------------------------
 
@@ -247,7 +253,7 @@ class LocalBrowser(QWidget):
         rows = self.library.series(study_uid) if study_uid else []
         self.series.set_rows(rows)
         for s in rows:
-            if s.series_uid not in self._thumbnails:
+            if s.series_uid not in self._thumbnails and not is_reading_modality(s.modality):  # no pixels
                 self._thumb_tasks.append(self._request_thumbnail(s.series_uid))
 
     def _request_thumbnail(self, series_uid: str):
@@ -296,6 +302,7 @@ class Browser(QWidget):
     """
 
     series_activated = Signal(str)
+    study_activated = Signal(str)
     demo_requested = Signal()
     source_changed = Signal(object)  # the node or cluster profile now chosen; None: the local library
 
@@ -303,6 +310,7 @@ class Browser(QWidget):
         super().__init__(parent)
         self.local = LocalBrowser(library, self)
         self.local.series_activated.connect(self.series_activated)
+        self.local.study_activated.connect(self.study_activated)
         self.local.demo_requested.connect(self.demo_requested)
         self.source = QComboBox(self)
         self.source.addItem(LOCAL_SOURCE)

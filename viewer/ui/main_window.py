@@ -39,10 +39,13 @@ from viewer.settings import VOLUME_MEMORY_MIB_DEFAULT
 from viewer.ui import viewport_model as vm
 from viewer.ui.banner import BannerController, FailoverBanner
 from viewer.ui.browser import Browser
+from viewer.ui.hanging import HangingController
 from viewer.ui.health_dock import HealthPanel
 from viewer.ui.import_summary import ImportSummaryDialog
 from viewer.ui.layout import LAYOUTS, ViewportGrid
+from viewer.ui.priors_panel import attach_priors
 from viewer.ui.reading3d import Reading3DWindow
+from viewer.ui.reading_ui import attach_reading
 from viewer.ui.retrieval_service import HEALTH_INTERVAL_S, JobOutcome, RetrievalService
 from viewer.ui.series_source import first_series_uid, open_series
 from viewer.ui.tag_browser import TagBrowser
@@ -76,6 +79,7 @@ def store_demo_study(library: Library, progress=None, cancel=None) -> tuple[str,
 
 class MainWindow(QMainWindow):
     series_opened = Signal(str)  # series UID now in the viewport
+    study_opened = Signal(str)  # study UID whose series were just laid out (open_study)
     load_failed = Signal(str)  # a load asked for (import, demo, open) failed: the reason in words
     import_finished = Signal(object)  # ImportSummary
     volume_opened = Signal(object)  # the Reading3DWindow just shown
@@ -110,6 +114,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(central)
         self.browser = Browser(library, self)
         self.browser.series_activated.connect(self.open_series)
+        self.browser.study_activated.connect(self.open_study)
         self.browser.demo_requested.connect(lambda: self.load_demo(open_after=True))
         self.browser_dock = QDockWidget("Studies", self)
         self.browser_dock.setObjectName("studies")
@@ -148,6 +153,9 @@ class MainWindow(QMainWindow):
         self._build_actions()
         self._build_menus()
         self._build_toolbar()
+        self.hanging = HangingController(self)  # hanging protocols, Link here (viewer/ui/hanging.py)
+        self.readings = attach_reading(self)  # autosave, reopen, key images, send (viewer/ui/reading_ui.py)
+        self.priors = attach_priors(self)  # the Priors dock and Compare (viewer/ui/priors_panel.py)
         self.grid.viewport_changed.connect(self._on_model_changed)
         self.grid.active_changed.connect(self._on_active_changed)
         self.grid.layout_changed.connect(self._on_layout_changed)
@@ -226,6 +234,11 @@ class MainWindow(QMainWindow):
         self.tool_actions = {tool: self._action(label, lambda checked, t=tool: self._choose_tool(t, checked),
                                                 checkable=True, tip=f"Measure: {label.lower()} (Esc: back to navigating)")
                              for tool, label in labels.items()}
+        self.tool_actions["calibrate"] = self._action(
+            "Calibrate", lambda checked: self._choose_tool("calibrate", checked), checkable=True,
+            tip="Calibrate: draw a line over an object of known length, then enter its length in mm")
+        self.clear_calibration_action = self._action("Clear calibration", lambda: self.viewport.clear_calibration(),
+                                                     tip="Measure this image with its header's scale again")
         self.clear_measurements_action = self._action("Clear measurements", lambda: self.viewport.clear_measurements(),
                                                       tip="Remove the measurements of this slice (Delete)")
         self.export_view_action = self._action("Export view…", self.export_view, "Ctrl+E",
@@ -255,7 +268,7 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.profiles_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
-        view_menu = self.menuBar().addMenu("&View")
+        view_menu = self.view_menu = self.menuBar().addMenu("&View")
         view_menu.addAction(self.open_3d_action)
         view_menu.addSeparator()
         for action in self.layout_actions.values():
@@ -268,6 +281,7 @@ class MainWindow(QMainWindow):
             measure_menu.addAction(action)
         measure_menu.addSeparator()
         measure_menu.addAction(self.clear_measurements_action)
+        measure_menu.addAction(self.clear_calibration_action)
         file_menu.insertAction(self.settings_action, self.export_view_action)
         view_menu.addAction(self.tags_action)
         view_menu.addAction(self.overlays_action)
@@ -317,6 +331,9 @@ class MainWindow(QMainWindow):
         self.fps_box.blockSignals(True)
         self.fps_box.setValue(round(m.cine_fps))
         self.fps_box.blockSignals(False)
+        timing = m.acquisition_timing
+        self.fps_box.setToolTip(f"Cine speed: the acquisition's own timing ({timing.source})"
+                                if timing is not None and m.plays_acquisition_rate else "Cine speed")
 
     def _on_model_changed(self, viewport: Viewport, event: Changed) -> None:
         if viewport is not self.viewport:
@@ -367,7 +384,9 @@ class MainWindow(QMainWindow):
 
     def open_series(self, series_uid: str, viewport: Viewport | None = None) -> bool:
         """Show a series of the local library in `viewport` (default: the active one), which becomes active.
-        False (and a message) when it cannot."""
+        False (and a message) when it cannot.  A reading series (PR, SR, KO) opens the images it is about."""
+        if self.readings.open_reading_series(series_uid):
+            return True
         try:
             series = open_series(self.library, series_uid)
         except MifasError as exc:
@@ -387,6 +406,20 @@ class MainWindow(QMainWindow):
             audit.emit(audit.messages.instances_accessed, audit.study_ref(self.library, record.study_uid, len(series)))
         self.series_opened.emit(series_uid)
         return True
+
+    def open_study(self, study_uid: str, prior_uid: str | None = None) -> bool:
+        """Lay out a study of the local library (and a prior beside it) by the best matching hanging protocol
+        (:mod:`viewer.ui.hanging`).  False (and a message) when it has nothing to show."""
+        if not self.hanging.open(study_uid, prior_uid):
+            return False
+        self.study_opened.emit(study_uid)
+        return True
+
+    def clear_viewport(self, viewport: Viewport) -> None:
+        """Empty a viewport (a hanging protocol's viewport that no series matched)."""
+        self._series_uids.pop(viewport, None)
+        if viewport.model.series is not None:
+            viewport.set_series(None)
 
     # -- import --------------------------------------------------------------------------------------------
 
@@ -740,7 +773,9 @@ class MainWindow(QMainWindow):
         super().closeEvent(event)
 
     def shutdown(self) -> None:
-        """Cancel every worker (bounded waits); the library stays open (the caller owns it)."""
+        """Save the reading, cancel every worker (bounded waits); the library stays open (the caller owns it)."""
+        self.readings.shutdown()
+        self.priors.shutdown()
         self._jobs.shutdown()
         for window in list(self.reading_windows):
             window.close()

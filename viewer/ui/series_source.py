@@ -7,6 +7,7 @@ from PySide6.QtCore import QMimeData
 from viewer.dicom.series import SeriesImages, order_frames
 from viewer.errors import InstanceNotFoundError
 from viewer.library import Library, is_valid_uid
+from viewer.reading.objects import is_image_series
 
 SERIES_CACHE_BYTES_MAX = 1 << 30  # decoded frames held per open series (docs/architecture.md, Limits)
 SERIES_MIME_TYPE = "application/x-mifas-series-uid"  # a series dragged from the browser to a viewport
@@ -21,11 +22,12 @@ def open_series(library: Library, series_uid: str, *, cache_bytes_max: int = SER
 
 
 def first_series_uid(library: Library, study_uids) -> str | None:
-    """The first series (by series number) of the first of ``study_uids`` that has one."""
+    """The first image series (by series number) of the first of ``study_uids`` that has one: never a reading's
+    presentation state, report or key object series."""
     for study_uid in sorted(study_uids):
-        series = library.series(study_uid)
-        if series:
-            return series[0].series_uid
+        for record in library.series(study_uid):
+            if is_image_series(record):
+                return record.series_uid
     return None
 
 

@@ -11,13 +11,19 @@ the physical aspect from Pixel Spacing).  A pure view change (zoom, pan, overlay
 
 Mouse: left drag = window/level, right drag = zoom, middle drag or Shift+left drag = pan, wheel = slices
 (Ctrl+wheel = zoom).  Keys: Up/Down, PageUp/PageDown, Home/End = slices; I = invert; R = reset; F = fit;
-Space = cine; 1-4 = CT lung, bone, brain, abdomen presets.
+Space = cine; 1-4 = CT lung, bone, brain, abdomen presets; K = key image (drawn "KEY" at the top).
 
 Measurements (:meth:`Viewport.set_tool`): with a tool chosen, left drag draws a distance, a rectangle or an
 ellipse ROI; an angle is a drag (vertex to the first arm) and a click (the second arm); the probe is a click.
-Each is kept for the session on its frame (:mod:`viewer.ui.annotations`) and labelled in mm, degrees or
-modality units (HU for CT: mean, SD, min, max, area).  Escape goes back to navigating; Delete clears the
-measurements of the slice on screen.  :meth:`Viewport.export_png` saves the view as seen.
+Each is kept for the session on its frame (:mod:`viewer.reading.annotations`) and labelled in mm, degrees or
+modality units (HU for CT: mean, SD, min, max, area); the mm say where they are (:meth:`measurement_scale`,
+:mod:`viewer.dicom.calibration`: "mm at detector" on an uncorrected radiograph).  The "calibrate" tool is a line
+over an object of known length: :attr:`ask_length` asks its mm and the image becomes reader-calibrated.  Escape
+goes back to navigating; Delete clears the measurements of the slice on screen.  :meth:`Viewport.export_png` saves
+the view as seen.
+
+Cine (:class:`~viewer.ui.cine_player.CinePlayer`) plays on the series' own timing when it has one, dropping frames
+rather than slowing down; the overlay shows the rate painted over the last second.
 
 Linked views (:mod:`viewer.ui.layout`): :meth:`Viewport.series_geometry` gives the planes of the open series and
 its Frame of Reference; :meth:`Viewport.set_reference_lines` takes the segments the grid computed, drawn in cyan.
@@ -31,7 +37,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
     QFont,
@@ -45,14 +51,18 @@ from PySide6.QtGui import (
     QTransform,
     QWheelEvent,
 )
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtWidgets import QInputDialog, QSizePolicy, QWidget
 
+from viewer.dicom.calibration import Scale, calibrate, effective_scale
+from viewer.dicom.cine import series_timing
 from viewer.dicom.geometry import SeriesGeometry, series_geometry
+from viewer.dicom.measure import distance as measure_distance
 from viewer.dicom.pixels import PRESETS, Window, render_color
 from viewer.dicom.series import SeriesImages, priority_order, slice_normal
 from viewer.errors import MifasError
+from viewer.reading.annotations import POINTS_NEEDED, TOOLS, Annotation, AnnotationStore, measure_text
 from viewer.ui import viewport_model as vm
-from viewer.ui.annotations import POINTS_NEEDED, TOOLS, Annotation, AnnotationStore, measure_text
+from viewer.ui.cine_player import CinePlayer
 from viewer.ui.viewport_model import Changed, ViewportModel
 from viewer.ui.workers import TaskRunner, describe_error
 
@@ -71,6 +81,9 @@ OVERLAY_MARGIN_PX = 6
 MEASURE_COLOR = QColor(255, 220, 0)
 REFERENCE_COLOR = QColor(0, 200, 255)  # reference lines: where another view's slice cuts this one
 REFERENCE_LINES_MAX = 8
+CALIBRATE_TOOL = "calibrate"  # a line over an object of known length sets the image's scale
+KEY_MARK_TEXT = "KEY"  # drawn on a key image
+KEY_MARK_COLOR = QColor(255, 120, 0)
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,8 @@ class Viewport(QWidget):
     measured = Signal(object)  # an Annotation was just added
     tool_changed = Signal(str)  # the measurement tool ("" = navigate)
     annotations_changed = Signal()  # a measurement was added or cleared (other views of the store repaint)
+    key_image_requested = Signal()  # K: mark or unmark the frame on screen as a key image (the reading service)
+    calibration_changed = Signal()  # the reader calibrated the image on screen, or cleared its calibration
 
     def __init__(self, parent: QWidget | None = None, *, model: ViewportModel | None = None,
                  annotations: AnnotationStore | None = None) -> None:
@@ -152,8 +167,10 @@ class Viewport(QWidget):
         self._preload_task = None
         self._wanted = _LatestRequest()
         self._demand_running = False
-        self._cine = QTimer(self)
-        self._cine.timeout.connect(self.model.advance_cine)
+        self._cine = CinePlayer(self.model, self)  # plays on the series' own timing (viewer.dicom.cine)
+        # Asks the known length (mm) of a calibration line; (viewport, current length or 0) -> mm or None.  Tests
+        # answer it by replacing this attribute.
+        self.ask_length = _ask_length
         self._overlays_visible = True
         self._font = QFont(self.font())
         self._font.setPixelSize(13)
@@ -198,6 +215,8 @@ class Viewport(QWidget):
                 pass
         self._painted_index = -1
         self.model.set_series(series, index)
+        if series is not None and len(series) > 1:
+            self.model.set_acquisition_timing(_timing(series))
         if series is not None and len(series) > 1:
             order = priority_order(len(series), index)
 
@@ -270,8 +289,8 @@ class Viewport(QWidget):
 
     def set_tool(self, tool: str | None) -> None:
         """Choose a measurement tool (distance, angle, rectangle, ellipse, probe) or None to navigate."""
-        if tool is not None and tool not in TOOLS:
-            raise ValueError(f"unknown tool {tool!r}; use one of {', '.join(TOOLS)}")
+        if tool is not None and tool not in TOOLS and tool != CALIBRATE_TOOL:
+            raise ValueError(f"unknown tool {tool!r}; use one of {', '.join(TOOLS)} or {CALIBRATE_TOOL}")
         self.tool = tool
         self._drawing = []
         self.setCursor(Qt.CursorShape.CrossCursor if tool else Qt.CursorShape.ArrowCursor)
@@ -298,18 +317,69 @@ class Viewport(QWidget):
         ref = series.frame_ref(self.model.index)
         return (ref.sop_instance_uid, ref.frame_index)
 
-    def modality_values(self) -> tuple[np.ndarray | None, tuple[float, float] | None, str]:
-        """The current slice in modality units, its pixel spacing (row, column) in mm, and the unit ('HU' for CT)."""
+    def measurement_scale(self) -> Scale | None:
+        """The scale measurements on the slice on screen use: the reader's calibration, else the header's
+        (:mod:`viewer.dicom.calibration`); None when no slice is shown."""
+        series, key = self.model.series, self.current_frame_key()
+        if series is None or key is None:
+            return None
+        try:
+            info = series.info(self.model.index)
+        except MifasError:
+            return None
+        return effective_scale(info.scale, self.annotations.calibration(key[0]))
+
+    def modality_values(self) -> tuple[np.ndarray | None, Scale | None, str]:
+        """The current slice in modality units, its measurement scale, and the unit ('HU' for CT)."""
         series = self.model.series
         if series is None or self.model.count == 0 or not series.is_loaded(self.model.index):
             return None, None, ""
         info = series.info(self.model.index)
         stored = series.stored(self.model.index)
+        scale = self.measurement_scale()
         if stored.ndim != 2:
-            return None, info.pixel_spacing, ""
+            return None, scale, ""
         values = stored.astype(np.float64) * info.rescale_slope + info.rescale_intercept
         unit = "HU" if info.modality == "CT" and (info.rescale_type in ("", "HU")) else ""
-        return values, info.pixel_spacing, unit
+        return values, scale, unit
+
+    def calibrate_line(self, a: tuple[float, float], b: tuple[float, float],
+                       length_mm: float | None = None) -> bool:
+        """Calibrate the image on screen: the line a-b (image row, column) is ``length_mm`` long (asked through
+        :attr:`ask_length` when None).  Measurements on the image relabel at once.  False when nothing was set
+        (no image, cancelled, a line too short or a length that is not a positive number)."""
+        series, key = self.model.series, self.current_frame_key()
+        if series is None or key is None:
+            return False
+        try:
+            aspect = series.info(self.model.index).pixel_spacing
+        except MifasError:
+            return False
+        if length_mm is None:
+            scale = self.measurement_scale()
+            current = measure_distance(a, b, scale).value if scale is not None and scale.spacing else 0.0
+            length_mm = self.ask_length(self, current)
+            if length_mm is None:
+                return False
+        try:
+            spacing = calibrate(a, b, float(length_mm), aspect)
+        except (TypeError, ValueError):
+            return False
+        self.annotations.set_calibration(key[0], spacing)
+        self._calibration_changed()
+        return True
+
+    def clear_calibration(self) -> None:
+        """Forget the reader's calibration of the image on screen: back to the header's scale."""
+        key = self.current_frame_key()
+        if key is not None and self.annotations.calibration(key[0]) is not None:
+            self.annotations.set_calibration(key[0], None)
+            self._calibration_changed()
+
+    def _calibration_changed(self) -> None:
+        self.update()
+        self.annotations_changed.emit()
+        self.calibration_changed.emit()
 
     def measurements(self) -> list[tuple[Annotation, str]]:
         """The annotations of the slice on screen with their text."""
@@ -347,7 +417,9 @@ class Viewport(QWidget):
     def overlay_lines(self) -> dict[str, tuple[str, ...]]:
         """The overlay text by corner (for tests and accessibility)."""
         self._ensure_rendered()
-        bottom_right = tuple(t for t in (self._window_line, self._zoom_line()) if t)
+        scale = self.measurement_scale() if self._rendered is not None else None
+        bottom_right = tuple(t for t in (self._window_line, self._zoom_line(), scale.overlay_text if scale else "",
+                                         self._cine.overlay_text()) if t)
         return {"top_left": self._series_overlay.top_left, "top_right": self._series_overlay.top_right,
                 "bottom_left": self._slice_lines, "bottom_right": bottom_right}
 
@@ -374,7 +446,7 @@ class Viewport(QWidget):
             self._dirty = True
         if vm.CINE in event.aspects:
             if self.model.playing:
-                self._cine.start(max(1, round(1000 / self.model.cine_fps)))
+                self._cine.start()  # on the acquisition's clock, or evenly at the user's rate
             else:
                 self._cine.stop()
         self.update()
@@ -562,12 +634,14 @@ class Viewport(QWidget):
             if drawn:
                 self._paint_reference_lines(p)
                 self._paint_measurements(p)
+                self._paint_key_mark(p)
             if self._overlays_visible:
                 self._paint_overlays(p)
         finally:
             p.end()
         if drawn:
             self._painted_index = self.model.index
+            self._cine.painted(self._painted_index)
             self.slice_painted.emit(self._painted_index)
 
     def _paint_reference_lines(self, p: QPainter) -> None:
@@ -586,8 +660,8 @@ class Viewport(QWidget):
             widget = [self.image_to_widget(r, c) for r, c in points]
             p.setPen(QPen(MEASURE_COLOR, 1.5))
             p.setBrush(Qt.BrushStyle.NoBrush)
-            if kind in ("distance", "angle"):
-                p.drawPolyline(widget if kind == "distance" else [widget[1], widget[0], *widget[2:]])
+            if kind in ("distance", "angle", CALIBRATE_TOOL):
+                p.drawPolyline(widget if kind != "angle" else [widget[1], widget[0], *widget[2:]])
             elif kind == "rectangle" and len(widget) >= 2:
                 p.drawRect(QRectF(widget[0], widget[1]).normalized())
             elif kind == "ellipse" and len(widget) >= 2:
@@ -602,6 +676,20 @@ class Viewport(QWidget):
                 p.drawText(QPointF(anchor.x() + 7, anchor.y() + 1), text)
                 p.setPen(MEASURE_COLOR)
                 p.drawText(QPointF(anchor.x() + 6, anchor.y()), text)
+
+    def _paint_key_mark(self, p: QPainter) -> None:
+        """"KEY" in a box at the top centre when the frame on screen is a key image (K; viewer.ui.reading_service)."""
+        key = self.current_frame_key()
+        if key is None or not self.annotations.is_key_image(key):
+            return
+        p.setFont(self._font)
+        text_w = self._metrics.horizontalAdvance(KEY_MARK_TEXT)
+        box = QRectF(self.width() / 2 - text_w / 2 - 6, OVERLAY_MARGIN_PX, text_w + 12, self._metrics.height() + 6)
+        p.setPen(QPen(KEY_MARK_COLOR, 2.0))
+        p.setBrush(QColor(0, 0, 0, 160))
+        p.drawRect(box)
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        p.drawText(box, int(Qt.AlignmentFlag.AlignCenter), KEY_MARK_TEXT)
 
     def _paint_overlays(self, p: QPainter) -> None:
         lines = self.overlay_lines()
@@ -634,7 +722,11 @@ class Viewport(QWidget):
 
     def _finish_measurement(self) -> None:
         assert self.tool is not None
-        if len(self._drawing) == POINTS_NEEDED[self.tool]:
+        if self.tool == CALIBRATE_TOOL:
+            drawn, self._drawing, self._hover = self._drawing, [], None
+            if len(drawn) == 2:
+                self.calibrate_line(drawn[0], drawn[1])
+        elif len(self._drawing) == POINTS_NEEDED[self.tool]:
             self.add_measurement(self.tool, self._drawing)
         self._drawing, self._hover = [], None
         self.update()
@@ -725,6 +817,7 @@ class Viewport(QWidget):
             Qt.Key.Key_Space: m.toggle_playing,
             Qt.Key.Key_Escape: lambda: self.set_tool(None),
             Qt.Key.Key_Delete: self.clear_measurements,
+            Qt.Key.Key_K: self.key_image_requested.emit,
         }
         if key in PRESET_KEYS:
             m.apply_preset(PRESET_KEYS[key])
@@ -746,6 +839,21 @@ def _position_text(position, orientation) -> str:
     value = float(position[axis])
     side = (("R", "L"), ("A", "P"), ("I", "S"))[axis][value >= 0]
     return f"Pos: {side} {abs(value):.2f} mm"
+
+
+def _timing(series: SeriesImages):
+    """The series' own frame timing (viewer.dicom.cine), or None (a header that cannot be read: the user's rate)."""
+    try:
+        return series_timing(series.header(0), len(series))
+    except MifasError:
+        return None
+
+
+def _ask_length(parent: QWidget, current: float) -> float | None:
+    """The known length of the calibration line, in mm, from a small dialog; None when cancelled."""
+    value, ok = QInputDialog.getDouble(parent, "Calibrate", "Known length of the line (mm):",
+                                       round(current, 2) if current > 0 else 10.0, 0.01, 100_000.0, 2)
+    return value if ok else None
 
 
 def _aspect(pixel_spacing) -> tuple[float, float]:
