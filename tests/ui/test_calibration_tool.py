@@ -9,6 +9,7 @@ import pytest
 from PySide6.QtCore import QPoint, Qt
 
 from tests.dicom.generated import MAGNIFICATION, OBJECT_MM, dx_dataset, object_ends
+from tests.ui.screenshots import save_screenshots, screenshot_dir
 from viewer.dicom.series import SeriesImages, order_frames
 from viewer.ui.viewport import CALIBRATE_TOOL, Viewport
 
@@ -43,7 +44,7 @@ def drag(qtbot, view: Viewport, a: QPoint, b: QPoint) -> None:
     qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=b)
 
 
-def test_calibrating_on_the_rod_relabels_measurements(qtbot, dx_view: Viewport) -> None:
+def test_calibrating_on_the_rod_relabels_measurements(qtbot, dx_view: Viewport, tmp_path) -> None:
     (r0, c0), (r1, c1) = object_ends()
     a, b = at(dx_view, r0, c0), at(dx_view, r1, c1)
     dx_view.set_tool("distance")
@@ -64,6 +65,7 @@ def test_calibrating_on_the_rod_relabels_measurements(qtbot, dx_view: Viewport) 
     assert "Calibrated" in dx_view.overlay_lines()["bottom_right"]
     sop = dx_view.current_frame_key()[0]
     assert dx_view.annotations.calibration(sop) == pytest.approx((0.2 / MAGNIFICATION,) * 2, rel=2e-3)
+    save_screenshots({"calibrated.png": dx_view.grab()}, screenshot_dir(tmp_path))
 
     dx_view.clear_calibration()
     (_, text), = dx_view.measurements()

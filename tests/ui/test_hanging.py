@@ -13,6 +13,7 @@ from pydicom.uid import generate_uid
 from PySide6.QtCore import Qt
 
 from tests.reading.hanging_studies import brain_mr, chest_ct, mammography
+from tests.ui.screenshots import save_screenshots, screenshot_dir
 from tests.ui.test_layouts import CORONAL, PIXEL_MM, cyan_rows, store_series, z_of
 from viewer.dicom.pixels import PRESETS
 
@@ -38,8 +39,8 @@ def shown(window, library) -> list[str | None]:
     return out
 
 
-def test_opening_a_ct_study_with_its_prior_hangs_the_protocol_and_steps_display_sets(qtbot, window,
-                                                                                      library) -> None:
+def test_opening_a_ct_study_with_its_prior_hangs_the_protocol_and_steps_display_sets(qtbot, window, library,
+                                                                                      tmp_path) -> None:
     current, prior = chest_ct(library), chest_ct(library, z0=200.0, lung="Lung 1.25mm")
     with qtbot.waitSignal(window.study_opened, timeout=5000):
         assert window.open_study(current.uid, prior_uid=prior.uid)
@@ -48,6 +49,9 @@ def test_opening_a_ct_study_with_its_prior_hangs_the_protocol_and_steps_display_
     assert [v.model.window for v in window.grid.visible_viewports()] == [PRESETS["CT lung"]] * 2
     assert window.hanging.status_text == "CT chest with prior - 1/3 Lung"
     assert window.grid.active is window.grid.viewports[0]
+    window.resize(1000, 560)
+    qtbot.waitUntil(lambda: all(v.displayed_array() is not None for v in window.grid.visible_viewports()))
+    save_screenshots({"hanging-ct-chest-with-prior.png": window.grid.grab()}, screenshot_dir(tmp_path))
     # N: the next display set; Shift+N: back; N from the last wraps to the first
     qtbot.keyClick(window.grid.active, Qt.Key.Key_N)
     assert shown(window, library) == [current.series["mediastinum"], prior.series["mediastinum"]]

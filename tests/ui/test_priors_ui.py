@@ -13,6 +13,7 @@ from PySide6.QtWidgets import QMessageBox
 from mifaslab.orthanc import OrthancProcess, free_port, orthanc_available
 from tests.pacs.conftest import CALLING_AE, ct_series, part10
 from tests.support import require
+from tests.ui.screenshots import save_screenshots, screenshot_dir
 from viewer.pacs.node import Timeouts
 from viewer.settings import Settings
 
@@ -29,6 +30,7 @@ def study(patient_id: str, issuer: str, date: str, seed: int, descriptions: tupl
         study_uid = part[0].StudyInstanceUID
         for ds in part:
             ds.IssuerOfPatientID, ds.PatientBirthDate, ds.SeriesDescription = issuer, BIRTH, description
+            ds.BodyPartExamined = "CHEST"  # what the CT-chest-with-prior protocol looks for
         datasets += part
     return datasets
 
@@ -79,7 +81,7 @@ def open_and_list(qtbot, window, study_uid):
     return panel, finished.args[0]
 
 
-def test_the_dock_lists_the_older_study_and_compare_shows_both(qtbot, window, pacs, library):
+def test_the_dock_lists_the_older_study_and_compare_shows_both(qtbot, window, pacs, library, tmp_path):
     newer, older = pacs.studies["newer"], pacs.studies["older"]
     panel, result = open_and_list(qtbot, window, newer)
     assert [p.study_uid for p in panel.studies(panel.priors_group)] == [older]
@@ -91,6 +93,8 @@ def test_the_dock_lists_the_older_study_and_compare_shows_both(qtbot, window, pa
                                    "birth date, different ID issuer).")
     assert window.priors_dock.windowTitle() == "Priors (2)"
     assert shown_studies(window) == {newer}
+    panel.resize(520, 220)
+    save_screenshots({"priors-dock.png": panel.grab()}, screenshot_dir(tmp_path))
 
     assert panel.select(older)
     with qtbot.waitSignal(panel.compared, timeout=60000) as compared:
@@ -102,6 +106,9 @@ def test_the_dock_lists_the_older_study_and_compare_shows_both(qtbot, window, pa
     assert descriptions[0] == "Thorax axial lung"  # the series like the one on screen came first
     assert len(jobs) == 3 and all(j.study_uid == older for j in jobs)
     qtbot.waitUntil(lambda: shown_studies(window) == {newer, older}, timeout=30000)
+    assert window.hanging.status_text.startswith("CT chest with prior - 1/")  # the protocol laid them out
+    left, right = window.grid.visible_viewports()[:2]
+    assert [window.library.series_record(window._series_uids[v]).study_uid for v in (left, right)] == [newer, older]
     qtbot.waitUntil(lambda: not window.retrievals.running_jobs(), timeout=60000)
     assert len(library.series(older)) == 3
     assert [p.study_uid for p in panel.studies(panel.priors_group)] == [older]  # the list stayed

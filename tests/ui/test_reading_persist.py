@@ -19,6 +19,7 @@ from PySide6.QtCore import QPoint, Qt
 from PySide6.QtGui import QImage
 
 from tests.ui.conftest import ct_dataset
+from tests.ui.screenshots import save_screenshots, screenshot_dir
 from viewer.dicom.pixels import Window
 from viewer.library import Library
 from viewer.ui.viewport import KEY_MARK_COLOR, MEASURE_COLOR, Viewport
@@ -194,6 +195,38 @@ def test_measurements_and_key_image_survive_closing_the_viewer(qtbot, make_windo
     qtbot.waitUntil(lambda: key_mark_pixels(window.viewport) > 20, timeout=3000)
     press_k(qtbot, window, window.viewport)  # unmark: the list empties, the mark goes
     qtbot.waitUntil(lambda: panel.rows() == [] and key_mark_pixels(window.viewport) == 0, timeout=3000)
+    window.close()
+    library.close()
+
+
+def test_a_calibration_is_stored_and_reloaded(qtbot, make_window, study) -> None:
+    """The reader calibrates with the tool (a line over an object of known length, its mm typed in): after closing
+    the viewer and reopening the series the image is still calibrated and its measurements say so."""
+    root, _, axial, _, _ = study
+    library = Library.open(root)
+    window = new_window(make_window, qtbot, library, autosave_ms=600_000)  # only the close saves
+    view = show(qtbot, window, axial)
+    view.ask_length = lambda parent, current: 50.0  # the reader types 50 mm for the 40-pixel line
+    window.tool_actions["calibrate"].trigger()
+    drag(qtbot, view, at(view, 10, 10), at(view, 10, 50))
+    sop = view.current_frame_key()[0]
+    spacing = window.grid.annotations.calibration(sop)
+    assert spacing == pytest.approx((1.25, 1.25), rel=0.01)  # 50 mm over about 40 pixels (mouse positions)
+    window.tool_actions["distance"].trigger()
+    drag(qtbot, view, at(view, 20, 10), at(view, 20, 30))
+    [(_, text)] = view.measurements()
+    value, unit = text.split(" ", 1)
+    assert unit == "mm (calibrated)" and float(value) == pytest.approx(25.0, abs=0.5)
+    assert "Calibrated" in sum(view.overlay_lines().values(), ())
+    window.close()
+    library.close()
+
+    library = Library.open(root)
+    window = new_window(make_window, qtbot, library)
+    view = show(qtbot, window, axial, loaded=True)
+    assert window.grid.annotations.calibration(sop) == pytest.approx(spacing, abs=1e-6)
+    assert [t for _, t in view.measurements()] == [text]
+    assert "Calibrated" in sum(view.overlay_lines().values(), ())
     window.close()
     library.close()
 
@@ -381,9 +414,8 @@ def test_the_browser_lists_reading_series_as_readings_and_opens_their_images(qtb
 
 
 def test_screenshots_for_the_user_guide(qtbot, make_window, study, tmp_path: Path) -> None:
-    """Writes the user guide's pictures: MIFAS_SCREENSHOTS=docs/images pytest -k screenshots (default tmp)."""
-    out = Path(os.environ.get("MIFAS_SCREENSHOTS") or tmp_path / "shots")
-    out.mkdir(parents=True, exist_ok=True)
+    """The user guide's pictures of a reading: measurements and a key image, the key images list, the picker."""
+    out = screenshot_dir(tmp_path)
     root, study_uid, axial, _, files = study
     library = Library.open(root)
     window = new_window(make_window, qtbot, library)
@@ -413,10 +445,7 @@ def test_screenshots_for_the_user_guide(qtbot, make_window, study, tmp_path: Pat
     opened.args[0].reject()
     window.close()
     library.close()
-    for name, pixmap in shots.items():
-        path = out / name
-        assert pixmap.save(str(path), "PNG")
-        assert 0 < path.stat().st_size < 100_000, name
+    save_screenshots(shots, out)
 
 
 def test_a_reading_reopened_is_not_saved_again_for_a_change_elsewhere(qtbot, make_window, study,
