@@ -34,12 +34,10 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import (
-    QColor,
     QFont,
     QFontMetrics,
     QImage,
@@ -47,7 +45,6 @@ from PySide6.QtGui import (
     QMouseEvent,
     QPainter,
     QPaintEvent,
-    QPen,
     QTransform,
     QWheelEvent,
 )
@@ -58,12 +55,23 @@ from viewer.dicom.cine import series_timing
 from viewer.dicom.geometry import SeriesGeometry, series_geometry
 from viewer.dicom.measure import distance as measure_distance
 from viewer.dicom.pixels import PRESETS, Window, render_color
-from viewer.dicom.series import SeriesImages, priority_order, slice_normal
+from viewer.dicom.series import SeriesImages, priority_order
 from viewer.errors import MifasError
 from viewer.reading.annotations import POINTS_NEEDED, TOOLS, Annotation, AnnotationStore, measure_text
 from viewer.ui import viewport_model as vm
+from viewer.ui import viewport_paint as paint
 from viewer.ui.cine_player import CinePlayer
 from viewer.ui.viewport_model import Changed, ViewportModel
+from viewer.ui.viewport_paint import (  # noqa: F401  (re-exported: the colours tests look for)
+    KEY_MARK_COLOR,
+    MEASURE_COLOR,
+    OVERLAY_TEXT_COLOR,
+    REFERENCE_COLOR,
+    SeriesOverlay,
+    format_value,
+    position_text,
+    series_overlay,
+)
 from viewer.ui.workers import TaskRunner, describe_error
 
 log = logging.getLogger(__name__)
@@ -75,49 +83,8 @@ WHEEL_STEP = 120  # QWheelEvent angle units per notch
 ZOOM_DRAG_PER_PIXEL = 0.01  # right drag: zoom *= exp(-dy * this)
 PRESET_KEYS = {Qt.Key.Key_1: "CT lung", Qt.Key.Key_2: "CT bone", Qt.Key.Key_3: "CT brain",
                Qt.Key.Key_4: "CT abdomen"}
-OVERLAY_TEXT_COLOR = QColor(230, 230, 230)
-OVERLAY_SHADOW_COLOR = QColor(0, 0, 0)
-OVERLAY_MARGIN_PX = 6
-MEASURE_COLOR = QColor(255, 220, 0)
-REFERENCE_COLOR = QColor(0, 200, 255)  # reference lines: where another view's slice cuts this one
 REFERENCE_LINES_MAX = 8
 CALIBRATE_TOOL = "calibrate"  # a line over an object of known length sets the image's scale
-KEY_MARK_TEXT = "KEY"  # drawn on a key image
-KEY_MARK_COLOR = QColor(255, 120, 0)
-
-
-@dataclass(frozen=True)
-class SeriesOverlay:
-    """Series-level overlay text (top corners): patient and study, read once from the first header."""
-
-    top_left: tuple[str, ...] = ()
-    top_right: tuple[str, ...] = ()
-
-
-def _date(value: object) -> str:
-    text = str(value or "").strip()
-    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
-
-
-def series_overlay(header) -> SeriesOverlay:
-    """Overlay lines from a header: patient name and ID top left; study date, description, series top right."""
-
-    def get(keyword: str) -> str:
-        try:
-            return str(header.get(keyword, "") or "").strip()
-        except Exception:  # a malformed value must not stop the overlay
-            return ""
-
-    name = get("PatientName").replace("^", " ").strip()
-    left = tuple(t for t in (name, f"ID: {get('PatientID')}" if get("PatientID") else "") if t)
-    series = " ".join(t for t in (f"Se: {get('SeriesNumber')}" if get("SeriesNumber") else "",
-                                  get("SeriesDescription")) if t)
-    right = tuple(t for t in (_date(get("StudyDate")), get("StudyDescription"), series) if t)
-    return SeriesOverlay(left, right)
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.0f}" if abs(value) >= 100 or float(value).is_integer() else f"{value:.4g}"
 
 
 class _LatestRequest:
@@ -514,7 +481,7 @@ class Viewport(QWidget):
         if location is not None:
             lines.append(f"Loc: {location:.2f} mm")
         elif position is not None:
-            lines.append(_position_text(position, getattr(info, "image_orientation", None) if info else None))
+            lines.append(position_text(position, getattr(info, "image_orientation", None) if info else None))
         return tuple(lines)
 
     def _describe_window(self, series: SeriesImages, i: int, stored: np.ndarray) -> str:
@@ -523,7 +490,7 @@ class Viewport(QWidget):
         if self.model.window is None and series.pipeline(i).has_voi_lut:
             return "VOI LUT"
         window = self.model.effective_window()
-        return f"W: {_fmt(window.width)} L: {_fmt(window.center)}" if window is not None else ""
+        return f"W: {format_value(window.width)} L: {format_value(window.center)}" if window is not None else ""
 
     def _display_scale(self) -> float:
         """View pixels per image pixel along the finer axis: fit scale x zoom."""
@@ -632,11 +599,9 @@ class Viewport(QWidget):
                 p.drawText(QRectF(self.rect()).adjusted(20, 20, -20, -20),
                            int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self._message)
             if drawn:
-                self._paint_reference_lines(p)
-                self._paint_measurements(p)
-                self._paint_key_mark(p)
+                self._paint_marks(p)
             if self._overlays_visible:
-                self._paint_overlays(p)
+                paint.corner_text(p, self._font, self._metrics, self.overlay_lines(), self.width(), self.height())
         finally:
             p.end()
         if drawn:
@@ -644,70 +609,18 @@ class Viewport(QWidget):
             self._cine.painted(self._painted_index)
             self.slice_painted.emit(self._painted_index)
 
-    def _paint_reference_lines(self, p: QPainter) -> None:
-        p.setPen(QPen(REFERENCE_COLOR, 1.0))
-        for (r0, c0), (r1, c1) in self._reference_lines:
-            p.drawLine(self.image_to_widget(r0, c0), self.image_to_widget(r1, c1))
-
-    def _paint_measurements(self, p: QPainter) -> None:
-        p.setFont(self._font)
+    def _paint_marks(self, p: QPainter) -> None:
+        """Reference lines, the measurements (and the one being drawn) with their words, the key image mark."""
+        paint.reference_lines(p, self._reference_lines, self.image_to_widget)
         shapes = [(a.kind, a.points, text) for a, text in self.measurements()]
         if self.tool and self._drawing:
             partial = list(self._drawing) + ([self._hover] if self._hover is not None else [])
             if len(partial) >= 2 or self.tool == "probe":
                 shapes.append((self.tool, tuple(partial), ""))
-        for kind, points, text in shapes:
-            widget = [self.image_to_widget(r, c) for r, c in points]
-            p.setPen(QPen(MEASURE_COLOR, 1.5))
-            p.setBrush(Qt.BrushStyle.NoBrush)
-            if kind in ("distance", "angle", CALIBRATE_TOOL):
-                p.drawPolyline(widget if kind != "angle" else [widget[1], widget[0], *widget[2:]])
-            elif kind == "rectangle" and len(widget) >= 2:
-                p.drawRect(QRectF(widget[0], widget[1]).normalized())
-            elif kind == "ellipse" and len(widget) >= 2:
-                p.drawEllipse(QRectF(widget[0], widget[1]).normalized())
-            elif kind == "probe":
-                q = widget[0]
-                p.drawLine(QPointF(q.x() - 6, q.y()), QPointF(q.x() + 6, q.y()))
-                p.drawLine(QPointF(q.x(), q.y() - 6), QPointF(q.x(), q.y() + 6))
-            if text:
-                anchor = max(widget, key=lambda q: q.x())
-                p.setPen(OVERLAY_SHADOW_COLOR)
-                p.drawText(QPointF(anchor.x() + 7, anchor.y() + 1), text)
-                p.setPen(MEASURE_COLOR)
-                p.drawText(QPointF(anchor.x() + 6, anchor.y()), text)
-
-    def _paint_key_mark(self, p: QPainter) -> None:
-        """"KEY" in a box at the top centre when the frame on screen is a key image (K; viewer.ui.reading_service)."""
+        paint.measurements(p, self._font, shapes, self.image_to_widget)
         key = self.current_frame_key()
-        if key is None or not self.annotations.is_key_image(key):
-            return
-        p.setFont(self._font)
-        text_w = self._metrics.horizontalAdvance(KEY_MARK_TEXT)
-        box = QRectF(self.width() / 2 - text_w / 2 - 6, OVERLAY_MARGIN_PX, text_w + 12, self._metrics.height() + 6)
-        p.setPen(QPen(KEY_MARK_COLOR, 2.0))
-        p.setBrush(QColor(0, 0, 0, 160))
-        p.drawRect(box)
-        p.setBrush(Qt.BrushStyle.NoBrush)
-        p.drawText(box, int(Qt.AlignmentFlag.AlignCenter), KEY_MARK_TEXT)
-
-    def _paint_overlays(self, p: QPainter) -> None:
-        lines = self.overlay_lines()
-        p.setFont(self._font)
-        step = self._metrics.lineSpacing()
-        ascent = self._metrics.ascent()
-        w, h, m = self.width(), self.height(), OVERLAY_MARGIN_PX
-        for corner, texts in lines.items():
-            right = corner.endswith("right")
-            top = corner.startswith("top")
-            y0 = m + ascent if top else h - m - step * len(texts) + ascent
-            for k, text in enumerate(texts):
-                x = w - m - self._metrics.horizontalAdvance(text) if right else m
-                y = y0 + k * step
-                p.setPen(OVERLAY_SHADOW_COLOR)
-                p.drawText(x + 1, y + 1, text)
-                p.setPen(OVERLAY_TEXT_COLOR)
-                p.drawText(x, y, text)
+        if key is not None and self.annotations.is_key_image(key):  # K (viewer.ui.reading_service)
+            paint.key_mark(p, self._font, self._metrics, self.width())
 
     # -- input ---------------------------------------------------------------------------------------------
 
@@ -826,19 +739,6 @@ class Viewport(QWidget):
         else:
             return super().keyPressEvent(event)
         event.accept()
-
-
-def _position_text(position, orientation) -> str:
-    """The slice position along the patient axis nearest its normal, with the side it lies on (LPS: x+ = L,
-    y+ = P, z+ = S): "Pos: S 20.00 mm" for an axial slice, "Pos: P 4.00 mm" for a coronal one."""
-    axis = 2
-    if orientation is not None and len(orientation) == 6:
-        normal = slice_normal(orientation)
-        if np.all(np.isfinite(normal)) and np.any(normal):
-            axis = int(np.argmax(np.abs(normal)))
-    value = float(position[axis])
-    side = (("R", "L"), ("A", "P"), ("I", "S"))[axis][value >= 0]
-    return f"Pos: {side} {abs(value):.2f} mm"
 
 
 def _timing(series: SeriesImages):
