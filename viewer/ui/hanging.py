@@ -19,7 +19,6 @@ import logging
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QLabel, QToolBar
 
 from viewer.errors import MifasError
@@ -27,6 +26,7 @@ from viewer.reading.protocol_files import USER_FILE_NAME, load_protocols
 from viewer.reading.protocols import Hanging, Placement, choose
 from viewer.reading.study_facts import gather
 from viewer.ui import viewport_model as vm
+from viewer.ui.window_actions import make_action
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,15 @@ class HangingController(QObject):
         self.warnings: tuple[str, ...] = ()
         self.status_label = QLabel("", window)
         window.statusBar().addPermanentWidget(self.status_label)
-        self.next_action = self._action("Next display set", self.next, NEXT_KEY,
-                                        "The hanging protocol's next display set (N)")
-        self.previous_action = self._action("Previous display set", self.previous, PREVIOUS_KEY,
-                                            "The hanging protocol's previous display set (Shift+N)")
-        self.link_here_action = self._action("Link here", self.link_here, LINK_HERE_KEY,
-                                             "The slices shown are the same place: scroll the other frame of "
-                                             "reference (a prior) with this one from here (Ctrl+L)")
-        self.unlink_action = self._action("Unlink", self.unlink, UNLINK_KEY,
-                                          "Forget the Link here registration (Ctrl+Shift+L)")
+        self.next_action = make_action(window, "Next display set", lambda _=False: self.next(), NEXT_KEY,
+                                       tip="The hanging protocol's next display set (N)", window_wide=True)
+        self.previous_action = make_action(window, "Previous display set", lambda _=False: self.previous(),
+                                           PREVIOUS_KEY, tip="The hanging protocol's previous display set (Shift+N)", window_wide=True)
+        self.link_here_action = make_action(window, "Link here", lambda _=False: self.link_here(), LINK_HERE_KEY,
+                                            tip="The slices shown are the same place: scroll the other frame of "
+                                             "reference (a prior) with this one from here (Ctrl+L)", window_wide=True)
+        self.unlink_action = make_action(window, "Unlink", lambda _=False: self.unlink(), UNLINK_KEY,
+                                         tip="Forget the Link here registration (Ctrl+Shift+L)", window_wide=True)
         menu = getattr(window, "view_menu", None)
         if menu is not None:
             menu.addSeparator()
@@ -79,15 +79,6 @@ class HangingController(QObject):
         window.grid.viewport_changed.connect(  # a new series clears a Link here registration: say so
             lambda _viewport, event: vm.SERIES in event.aspects and self._sync())
         self._sync()
-
-    def _action(self, text: str, slot, key: str, tip: str) -> QAction:
-        action = QAction(text, self.window)
-        action.setShortcut(QKeySequence(key))
-        action.setStatusTip(tip)
-        action.setToolTip(tip)
-        action.triggered.connect(lambda _=False: slot())
-        self.window.addAction(action)  # the shortcut works wherever the focus is in the window
-        return action
 
     @property
     def status_text(self) -> str:

@@ -14,22 +14,19 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
+from PySide6.QtGui import QCloseEvent
 from PySide6.QtWidgets import (
     QDockWidget,
     QFileDialog,
-    QLabel,
     QMainWindow,
     QMessageBox,
     QProgressDialog,
-    QSpinBox,
     QVBoxLayout,
     QWidget,
 )
 
 import viewer
 from viewer import audit
-from viewer.dicom.pixels import PRESETS
 from viewer.dicom.volume import assemble
 from viewer.errors import MifasError, OperationCancelled
 from viewer.library import ImportSummary, Library, import_paths
@@ -37,12 +34,13 @@ from viewer.pacs.cluster import SYSTEM_PROFILE_DIR
 from viewer.pacs.node import DEFAULT_STORAGE_PORT
 from viewer.settings import VOLUME_MEMORY_MIB_DEFAULT
 from viewer.ui import viewport_model as vm
+from viewer.ui import window_actions
 from viewer.ui.banner import BannerController, FailoverBanner
 from viewer.ui.browser import Browser
 from viewer.ui.hanging import HangingController
 from viewer.ui.health_dock import HealthPanel
 from viewer.ui.import_summary import ImportSummaryDialog
-from viewer.ui.layout import LAYOUTS, ViewportGrid
+from viewer.ui.layout import ViewportGrid
 from viewer.ui.priors_panel import attach_priors
 from viewer.ui.reading3d import Reading3DWindow
 from viewer.ui.reading_ui import attach_reading
@@ -150,9 +148,9 @@ class MainWindow(QMainWindow):
         self.last_import_summary: ImportSummary | None = None
         self.message_box: QMessageBox | None = None
         self.reading_windows: list[Reading3DWindow] = []
-        self._build_actions()
-        self._build_menus()
-        self._build_toolbar()
+        window_actions.build_actions(self)
+        window_actions.build_menus(self)
+        window_actions.build_toolbar(self)
         self.hanging = HangingController(self)  # hanging protocols, Link here (viewer/ui/hanging.py)
         self.readings = attach_reading(self)  # autosave, reopen, key images, send (viewer/ui/reading_ui.py)
         self.priors = attach_priors(self)  # the Priors dock and Compare (viewer/ui/priors_panel.py)
@@ -181,145 +179,8 @@ class MainWindow(QMainWindow):
         """The library series shown in the active viewport."""
         return self._series_uids.get(self.viewport)
 
-    # -- actions, menus, toolbar ---------------------------------------------------------------------------
-
-    def _action(self, text: str, slot, shortcut: str | QKeySequence | None = None, checkable: bool = False,
-                tip: str = "") -> QAction:
-        action = QAction(text, self)
-        if shortcut:
-            action.setShortcut(QKeySequence(shortcut))
-        action.setCheckable(checkable)
-        if tip:
-            action.setStatusTip(tip)
-            action.setToolTip(tip)
-        action.triggered.connect(slot)
-        return action
-
     def _model(self) -> vm.ViewportModel:
         return self.grid.active.model
-
-    def _build_actions(self) -> None:
-        m = self._model  # called at trigger time: the actions follow the active viewport
-        self.import_files_action = self._action("Import &files…", self.choose_import_files, QKeySequence.StandardKey.Open)
-        self.import_folder_action = self._action("Import f&older…", self.choose_import_folder, "Ctrl+Shift+O")
-        self.settings_action = self._action("&Settings…", self.open_settings)
-        self.profiles_action = self._action("&Cluster profiles…", self.open_profiles,
-                                            tip="PACS clusters: virtual IP, members, retry budget")
-        self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.tags_action = self.tag_dock.toggleViewAction()
-        self.tags_action.setText("&Tags")
-        self.tags_action.setShortcut(QKeySequence("Ctrl+T"))
-        self.overlays_action = self._action("&Overlays", self._set_overlays_visible, "Ctrl+Shift+V",
-                                            checkable=True, tip="Show patient, slice and window text")
-        self.overlays_action.setChecked(True)
-        self.about_action = self._action("&About", self.show_about)
-        self.preset_actions = {name: self._action(name.replace("CT ", ""), lambda _=False, n=name: m().apply_preset(n),
-                                                  tip=f"Window preset {name} (W {PRESETS[name].width:g}, "
-                                                      f"L {PRESETS[name].center:g})")
-                               for name in PRESETS}
-        self.invert_action = self._action("Invert", lambda checked: (m().set_invert(checked), self._sync_actions()),
-                                          checkable=True, tip="Invert grey levels (I)")
-        self.rotate_left_action = self._action("Rotate ⟲", lambda: m().rotate(-90), tip="Rotate 90° counter-clockwise")
-        self.rotate_right_action = self._action("Rotate ⟳", lambda: m().rotate(90), tip="Rotate 90° clockwise")
-        self.flip_h_action = self._action("Flip ↔", lambda: m().flip(horizontal=True), tip="Mirror left-right")
-        self.flip_v_action = self._action("Flip ↕", lambda: m().flip(horizontal=False), tip="Mirror top-bottom")
-        self.reset_action = self._action("Reset", lambda: m().reset(), tip="Back to the file's window and fit (R)")
-        self.fit_action = self._action("Fit", lambda: m().fit(), tip="Zoom to fit (F)")
-        self.cine_action = self._action("Cine", lambda checked: (m().set_playing(checked), self._sync_actions()),
-                                        checkable=True, tip="Play the series (Space)")
-        self.open_3d_action = self._action("3D / MPR", self.open_3d, "Ctrl+3",
-                                           tip="Open the series in MPR and volume rendering")
-        labels = {"distance": "Distance", "angle": "Angle", "rectangle": "Rectangle ROI", "ellipse": "Ellipse ROI",
-                  "probe": "Probe"}
-        self.tool_actions = {tool: self._action(label, lambda checked, t=tool: self._choose_tool(t, checked),
-                                                checkable=True, tip=f"Measure: {label.lower()} (Esc: back to navigating)")
-                             for tool, label in labels.items()}
-        self.tool_actions["calibrate"] = self._action(
-            "Calibrate", lambda checked: self._choose_tool("calibrate", checked), checkable=True,
-            tip="Calibrate: draw a line over an object of known length, then enter its length in mm")
-        self.clear_calibration_action = self._action("Clear calibration", lambda: self.viewport.clear_calibration(),
-                                                     tip="Measure this image with its header's scale again")
-        self.clear_measurements_action = self._action("Clear measurements", lambda: self.viewport.clear_measurements(),
-                                                      tip="Remove the measurements of this slice (Delete)")
-        self.export_view_action = self._action("Export view…", self.export_view, "Ctrl+E",
-                                               tip="Save the view as a PNG image")
-        self.layout_group = QActionGroup(self)
-        self.layout_actions = {}
-        for name in LAYOUTS:
-            action = self._action(f"Layout {name.replace('x', ' × ')}", lambda _=False, n=name: self.set_layout(n),
-                                  checkable=True, tip=f"Show {name} viewports (drag series onto them)")
-            self.layout_group.addAction(action)
-            self.layout_actions[name] = action
-        self.layout_actions[self.grid.layout_name].setChecked(True)
-        self.link_action = self._action("Link scrolling", self.grid.set_link_scrolling, checkable=True,
-                                        tip="Series of the same frame of reference scroll together")
-        self.link_action.setChecked(self.grid.link_scrolling)
-        self.reference_lines_action = self._action("Reference lines", self.grid.set_reference_lines_visible,
-                                                   checkable=True,
-                                                   tip="Show where the active viewport's slice cuts the others")
-        self.reference_lines_action.setChecked(self.grid.show_reference_lines)
-
-    def _build_menus(self) -> None:
-        file_menu = self.menuBar().addMenu("&File")
-        file_menu.addAction(self.import_files_action)
-        file_menu.addAction(self.import_folder_action)
-        file_menu.addSeparator()
-        file_menu.addAction(self.settings_action)
-        file_menu.addAction(self.profiles_action)
-        file_menu.addSeparator()
-        file_menu.addAction(self.quit_action)
-        view_menu = self.view_menu = self.menuBar().addMenu("&View")
-        view_menu.addAction(self.open_3d_action)
-        view_menu.addSeparator()
-        for action in self.layout_actions.values():
-            view_menu.addAction(action)
-        view_menu.addAction(self.link_action)
-        view_menu.addAction(self.reference_lines_action)
-        view_menu.addSeparator()
-        measure_menu = self.menuBar().addMenu("&Measure")
-        for action in self.tool_actions.values():
-            measure_menu.addAction(action)
-        measure_menu.addSeparator()
-        measure_menu.addAction(self.clear_measurements_action)
-        measure_menu.addAction(self.clear_calibration_action)
-        file_menu.insertAction(self.settings_action, self.export_view_action)
-        view_menu.addAction(self.tags_action)
-        view_menu.addAction(self.overlays_action)
-        view_menu.addAction(self.browser_dock.toggleViewAction())
-        self.health_action = self.health_dock.toggleViewAction()
-        self.health_action.setText("PACS &health")
-        view_menu.addAction(self.health_action)
-        help_menu = self.menuBar().addMenu("&Help")
-        help_menu.addAction(self.about_action)
-
-    def _build_toolbar(self) -> None:
-        bar = self.addToolBar("Image")
-        bar.setObjectName("image-toolbar")
-        bar.addWidget(QLabel(" Window: ", bar))
-        for action in self.preset_actions.values():
-            bar.addAction(action)
-        bar.addSeparator()
-        for action in (self.invert_action, self.rotate_left_action, self.rotate_right_action, self.flip_h_action,
-                       self.flip_v_action, self.fit_action, self.reset_action):
-            bar.addAction(action)
-        bar.addSeparator()
-        bar.addAction(self.cine_action)
-        self.fps_box = QSpinBox(bar)
-        self.fps_box.setRange(int(vm.CINE_FPS_MIN), int(vm.CINE_FPS_MAX))
-        self.fps_box.setValue(int(self.viewport.model.cine_fps))
-        self.fps_box.setSuffix(" fps")
-        self.fps_box.setToolTip("Cine speed")
-        self.fps_box.valueChanged.connect(lambda fps: self._model().set_cine_fps(fps))
-        bar.addWidget(self.fps_box)
-        bar.addSeparator()
-        for action in self.tool_actions.values():
-            bar.addAction(action)
-        bar.addSeparator()
-        for action in self.layout_actions.values():
-            bar.addAction(action)
-        bar.addAction(self.link_action)
-        bar.addSeparator()
-        bar.addAction(self.open_3d_action)
 
     # -- model -> window -----------------------------------------------------------------------------------
 

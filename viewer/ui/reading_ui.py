@@ -11,11 +11,11 @@ chosen there, the only configured PACS when there is just one.
 from __future__ import annotations
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget
 
 from viewer.ui.key_images import KeyImagesPanel
 from viewer.ui.reading_service import ReadingService
+from viewer.ui.window_actions import make_action
 
 STATUS_MS = 10000
 
@@ -88,18 +88,15 @@ def attach_reading(window) -> ReadingService:
             return
         service.send_reading(lambda: window.retrievals.client(profile), getattr(source, "name", "the PACS"))
 
-    key_action = QAction("Key image", window)
-    key_action.setShortcut(QKeySequence("K"))
-    key_action.setStatusTip("Mark the image on screen as a key image, or unmark it (K)")
-    key_action.triggered.connect(service.toggle_key_image)
+    key_action = make_action(window, "Key image", lambda _=False: service.toggle_key_image(), "K",
+                             tip="Mark the image on screen as a key image, or unmark it (K)", window_wide=True)
     for viewport in window.grid.viewports:  # K in a viewport (the action's shortcut needs an active window)
         viewport.key_image_requested.connect(service.toggle_key_image)
-    save_action = QAction("Save reading now", window)
-    save_action.setStatusTip("The reading is saved by itself as you work; this saves it at once")
-    save_action.triggered.connect(service.save_now)
-    send_action = QAction("Send reading to PACS", window)
-    send_action.setStatusTip("Send this study's measurements and key images to the PACS chosen in the Studies panel")
-    send_action.triggered.connect(send)
+    save_action = make_action(window, "Save reading now", lambda _=False: service.save_now(),
+                              tip="The reading is saved by itself as you work; this saves it at once")
+    send_action = make_action(window, "Send reading to PACS", lambda _=False: send(),
+                              tip="Send this study's measurements and key images to the PACS chosen in the Studies "
+                                  "panel")
     dock_action = dock.toggleViewAction()
     dock_action.setText("Key &images list")
 
@@ -111,7 +108,6 @@ def attach_reading(window) -> ReadingService:
         menu.addAction(action)
     menu.addSeparator()
     menu.addAction(dock_action)
-    window.addAction(key_action)  # the shortcut works whichever widget has the focus
     window.key_image_action = key_action
     window.save_reading_action = save_action
     window.send_reading_action = send_action
