@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from mifaslab.orthanc import OrthancProcess, free_port, orthanc_available
-from tests.pacs.conftest import CALLING_AE, ct_series, part10
-from tests.support import require
+from mifaslab.orthanc import OrthancProcess, free_port
+from tests.pacs.conftest import CALLING_AE, part10
+from tests.pacs.patients import orthanc_holding, patient_study
 from viewer.library import Library
 from viewer.pacs.cluster import ClusterProfile
 from viewer.pacs.node import Node, Timeouts
@@ -24,35 +24,17 @@ pytestmark = [pytest.mark.network]
 NAME, BIRTH = "Prior^Patricia", "19500101"
 
 
-def patient_study(patient_id: str, issuer: str, date: str, *, seed: int, series: int = 1) -> list:
-    datasets = []
-    study_uid = None
-    for number in range(1, series + 1):
-        part = ct_series(2, seed=seed + number, patient_id=patient_id, patient_name=NAME, study_date=date,
-                         series_number=number, study_uid=study_uid)
-        study_uid = part[0].StudyInstanceUID
-        for ds in part:
-            ds.IssuerOfPatientID = issuer
-            ds.PatientBirthDate = BIRTH
-        datasets += part
-    return datasets
-
-
 @pytest.fixture(scope="module")
 def priors_pacs(tmp_path_factory):
-    require(orthanc_available(), "Orthanc (Debian package 'orthanc') is not installed")
-    studies = {
-        "newer": patient_study("PRI-1", "HOSP-A", "20240601", seed=100),
-        "older": patient_study("PRI-1", "HOSP-A", "20200101", seed=200),
-        "homonym": patient_study("PRI-2", "HOSP-A", "20220101", seed=300),
-        "other_issuer": patient_study("B-0042", "HOSP-B", "20210101", seed=400),
-    }
-    with OrthancProcess(tmp_path_factory.mktemp("priors-orthanc")) as server:
-        for datasets in studies.values():
-            for ds in datasets:
-                server.upload_bytes(part10(ds))
-        server.studies = {key: str(datasets[0].StudyInstanceUID) for key, datasets in studies.items()}
-        server.datasets = studies
+    def study(patient_id: str, issuer: str, date: str, seed: int) -> list:
+        return patient_study(patient_id, issuer, date, name=NAME, birth=BIRTH, seed=seed)
+
+    with orthanc_holding(tmp_path_factory.mktemp("priors-orthanc"), {
+        "newer": study("PRI-1", "HOSP-A", "20240601", 100),
+        "older": study("PRI-1", "HOSP-A", "20200101", 200),
+        "homonym": study("PRI-2", "HOSP-A", "20220101", 300),
+        "other_issuer": study("B-0042", "HOSP-B", "20210101", 400),
+    }) as server:
         yield server
 
 

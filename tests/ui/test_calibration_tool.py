@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import pydicom
 import pytest
-from PySide6.QtCore import QPoint, Qt
 
 from tests.dicom.generated import MAGNIFICATION, OBJECT_MM, dx_dataset, object_ends
+from tests.ui.mouse import at, drag
 from tests.ui.screenshots import save_screenshots, screenshot_dir
 from viewer.dicom.series import SeriesImages, order_frames
 from viewer.ui.viewport import CALIBRATE_TOOL, Viewport
@@ -33,15 +33,6 @@ def dx_view(qtbot, tmp_path, library):
     view.shutdown()
 
 
-def at(view: Viewport, row: float, col: float) -> QPoint:
-    q = view.image_to_widget(row, col)
-    return QPoint(round(q.x()), round(q.y()))
-
-
-def drag(qtbot, view: Viewport, a: QPoint, b: QPoint) -> None:
-    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=a)
-    qtbot.mouseMove(view, b)
-    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=b)
 
 
 def test_calibrating_on_the_rod_relabels_measurements(qtbot, dx_view: Viewport, tmp_path) -> None:

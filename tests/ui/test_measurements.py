@@ -8,10 +8,11 @@ import math
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
 from tests.ui.conftest import RESCALE_INTERCEPT, ct_pixels
+from tests.ui.mouse import at, drag
 from viewer.dicom.measure import rectangle_mask
 from viewer.dicom.series import SeriesImages, order_frames
 from viewer.ui.viewport import MEASURE_COLOR, Viewport
@@ -33,15 +34,6 @@ def viewport(qtbot, ct_series):
     view.shutdown()
 
 
-def at(view: Viewport, row: float, col: float) -> QPoint:
-    q = view.image_to_widget(row, col)
-    return QPoint(round(q.x()), round(q.y()))
-
-
-def drag(qtbot, view: Viewport, a: QPoint, b: QPoint) -> None:
-    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=a)
-    qtbot.mouseMove(view, b)
-    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=b)
 
 
 def test_distance_in_mm(qtbot, viewport: Viewport) -> None:

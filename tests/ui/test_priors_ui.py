@@ -10,9 +10,9 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from mifaslab.orthanc import OrthancProcess, free_port, orthanc_available
-from tests.pacs.conftest import CALLING_AE, ct_series, part10
-from tests.support import require
+from mifaslab.orthanc import free_port
+from tests.pacs.conftest import CALLING_AE, part10
+from tests.pacs.patients import orthanc_holding, patient_study
 from tests.ui.screenshots import save_screenshots, screenshot_dir
 from viewer.pacs.node import Timeouts
 from viewer.settings import Settings
@@ -23,33 +23,19 @@ NAME, BIRTH = "Gui^Prior", "19450505"
 
 
 def study(patient_id: str, issuer: str, date: str, seed: int, descriptions: tuple[str, ...]) -> list:
-    datasets, study_uid = [], None
-    for number, description in enumerate(descriptions, start=1):
-        part = ct_series(3, rows=32, columns=32, seed=seed + number, patient_id=patient_id, patient_name=NAME,
-                         study_date=date, series_number=number, study_uid=study_uid)
-        study_uid = part[0].StudyInstanceUID
-        for ds in part:
-            ds.IssuerOfPatientID, ds.PatientBirthDate, ds.SeriesDescription = issuer, BIRTH, description
-            ds.BodyPartExamined = "CHEST"  # what the CT-chest-with-prior protocol looks for
-        datasets += part
-    return datasets
+    # BODY PART CHEST: what the CT-chest-with-prior protocol looks for
+    return patient_study(patient_id, issuer, date, name=NAME, birth=BIRTH, seed=seed, descriptions=descriptions,
+                         slices=3, size=32, body_part="CHEST")
 
 
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory):
-    require(orthanc_available(), "Orthanc (Debian package 'orthanc') is not installed")
-    studies = {
+    with orthanc_holding(tmp_path_factory.mktemp("priors-ui-orthanc"), {
         "newer": study("GUI-1", "HOSP-A", "20240601", 10, ("Thorax axial lung",)),
         "older": study("GUI-1", "HOSP-A", "20200101", 20, ("Scout", "Dose report", "Thorax axial lung")),
         "homonym": study("GUI-2", "HOSP-A", "20220101", 30, ("Thorax axial lung",)),
         "other_issuer": study("B-77", "HOSP-B", "20210101", 40, ("Thorax axial lung",)),
-    }
-    with OrthancProcess(tmp_path_factory.mktemp("priors-ui-orthanc")) as server:
-        for datasets in studies.values():
-            for ds in datasets:
-                server.upload_bytes(part10(ds))
-        server.studies = {key: str(datasets[0].StudyInstanceUID) for key, datasets in studies.items()}
-        server.datasets = studies
+    }) as server:
         yield server
 
 

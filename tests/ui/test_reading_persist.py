@@ -15,10 +15,11 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-from PySide6.QtCore import QPoint, Qt
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage
 
 from tests.ui.conftest import ct_dataset
+from tests.ui.mouse import at, drag
 from tests.ui.screenshots import save_screenshots, screenshot_dir
 from viewer.dicom.pixels import Window
 from viewer.library import Library
@@ -78,15 +79,6 @@ def show(qtbot, window, series_uid: str, *, loaded: bool = False) -> Viewport:
     return viewport
 
 
-def at(view: Viewport, row: float, col: float) -> QPoint:
-    q = view.image_to_widget(row, col)
-    return QPoint(round(q.x()), round(q.y()))
-
-
-def drag(qtbot, view: Viewport, a: QPoint, b: QPoint) -> None:
-    qtbot.mousePress(view, Qt.MouseButton.LeftButton, pos=a)
-    qtbot.mouseMove(view, b)
-    qtbot.mouseRelease(view, Qt.MouseButton.LeftButton, pos=b)
 
 
 def draw_all_kinds(qtbot, window) -> None:
