@@ -5,6 +5,7 @@ presentation state read, hostile ones refused with a sentence, and non-image ser
 from __future__ import annotations
 
 import copy
+import io
 import itertools
 import os
 import shutil
@@ -17,7 +18,7 @@ import pytest
 
 from tests.reading.saved_support import dciodvfy_errors, every_kind, make_study, marked_store, same_points
 from viewer.dicom.measure import distance, rectangle_mask, roi_stats
-from viewer.errors import MifasError
+from viewer.errors import LibraryError, MifasError
 from viewer.library import drafts
 from viewer.reading import persist
 from viewer.reading.annotations import AnnotationStore
@@ -157,6 +158,34 @@ def test_autosave_replaces_the_draft_in_place_until_it_is_sent(study) -> None:
     assert [(r.sop_instance_uid, r.sent) for r in readings] == [(third.presentation_states[0], False),
                                                                 (first.presentation_states[0], True)]
     assert sorted(persist.reading_uids(study.library, study.study_uid)) == sorted(third.all())
+
+
+def test_replace_own_never_overwrites_an_image_or_a_sent_object(study) -> None:
+    """The library refuses itself (not only persist's bookkeeping): an imported image, and a draft once sent, keep
+    their bytes; nothing new is left in objects/."""
+    library = study.library
+    image_uid = study.uids[0]
+    held = library.instance(image_uid)
+    changed = pydicom.dcmread(held.path)
+    changed.SeriesDescription = "replaced"
+    with pytest.raises(LibraryError, match="unsent draft"):
+        library.replace_own(_part10(changed))
+    assert library.instance(image_uid).sha256 == held.sha256 and held.path.exists()
+
+    saved = persist.save_reading(library, marked_store(study), study.study_uid)
+    persist.mark_sent(library, list(saved.all()))
+    gsps = library.instance(saved.presentation_states[0])
+    objects_before = sorted((library.root / "objects").rglob("*.dcm"))
+    with pytest.raises(LibraryError):
+        library.replace_own(gsps.path.read_bytes())
+    assert library.instance(gsps.sop_instance_uid).sha256 == gsps.sha256
+    assert sorted((library.root / "objects").rglob("*.dcm")) == objects_before
+
+
+def _part10(ds: pydicom.Dataset) -> bytes:
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
 
 
 def test_reading_series_are_told_from_image_series(study) -> None:

@@ -284,7 +284,10 @@ class Library:
         held): for objects this program wrote and has not sent, i.e. a reading draft saved again
         (:mod:`viewer.library.drafts` keeps track of which).  Atomic like :meth:`store_bytes`: the new file is
         written to ``tmp/``, fsync'ed and renamed into ``objects/``; ONE index transaction swaps the row; only
-        then is the old file removed.  A crash leaves the old or the new version visible, never neither."""
+        then is the old file removed.  A crash leaves the old or the new version visible, never neither.
+
+        Refused (:class:`LibraryError`, nothing changed) when the held copy is not an unsent draft of ours: an
+        instance received from a PACS or imported, or one already sent, is never overwritten."""
         row = index_row(data)
         relpath, size, sha = self._write_atomic(iter((data,)))
         with self._lock:
@@ -292,6 +295,13 @@ class Library:
                 self._db.execute("BEGIN IMMEDIATE")
                 old = self._db.execute("SELECT relpath FROM instances WHERE sop_instance_uid=?",
                                        (row.sop_uid,)).fetchone()
+                draft = self._db.execute("SELECT sent FROM reading_drafts WHERE sop_instance_uid=?",
+                                         (row.sop_uid,)).fetchone()
+                if old is not None and (draft is None or draft[0]):
+                    self._db.execute("ROLLBACK")
+                    (self.root / relpath).unlink(missing_ok=True)
+                    raise LibraryError("A saved reading can only replace its own unsent draft; the instance held "
+                                       "under that UID was kept.")
                 self._db.execute("DELETE FROM instances WHERE sop_instance_uid=?", (row.sop_uid,))
                 self._insert(row, relpath, size, sha)
                 self._db.execute("COMMIT")
