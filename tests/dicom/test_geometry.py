@@ -129,3 +129,45 @@ def test_series_nearest_is_the_closest_depth_within_half_a_spacing() -> None:
             expected = min(range(len(depths)), key=lambda i: (abs(depths[i] - z), depths[i]))
         assert geometry.nearest(point) == expected, z
         assert nearest_slice(geometry.planes, point) == expected, z
+
+
+# -- crosshair: pixel -> patient point -> nearest slice and its pixel ------------------------------------------
+
+
+def test_a_pixel_goes_to_the_patient_and_back() -> None:
+    plane = axial(12.5)
+    point = plane.to_patient(40.0, 100.0)  # row 40 is y -100 + 20, column 100 is x -100 + 50
+    assert point == pytest.approx([-50.0, -80.0, 12.5])
+    assert plane.to_pixel(point) == pytest.approx((40.0, 100.0))
+    assert plane.distance(point) == pytest.approx(0.0)
+    assert plane.distance((0.0, 0.0, 20.0)) == pytest.approx(7.5)  # axial normal is +z
+    assert plane.contains_pixel(-0.5, 399.5) and not plane.contains_pixel(400.0, 0.0)
+
+
+def test_locate_finds_the_nearest_slice_and_the_projection_on_it() -> None:
+    from viewer.dicom.geometry import SeriesGeometry
+
+    series = SeriesGeometry("1.2.3", tuple(axial(5.0 * k) for k in range(10)))  # z 0 .. 45
+    located = series.locate((10.0, -40.0, 21.0))
+    assert located is not None
+    assert located.index == 4  # z 20
+    assert (located.row, located.col) == pytest.approx((120.0, 220.0))  # (y + 100) / 0.5, (x + 100) / 0.5
+    assert located.distance == pytest.approx(1.0)
+    assert series.locate((0.0, 0.0, 47.0)).index == 9  # within half a spacing (2.5 mm) past the end
+    assert series.locate((0.0, 0.0, 47.0)).distance == pytest.approx(2.0)
+    assert series.locate((0.0, 0.0, 48.0)) is None  # beyond the slab
+    assert series.locate((150.0, 0.0, 20.0)) is None  # x 150 lies outside the 200 mm image
+
+
+def test_locate_projects_an_axial_point_onto_a_coronal_series() -> None:
+    from viewer.dicom.geometry import SeriesGeometry
+
+    series = SeriesGeometry("1.2.3", tuple(coronal(-40.0 + 4.0 * k) for k in range(20)))  # y -40 .. 36
+    point = axial(30.0).to_patient(128.0, 250.0)  # x -100 + 125 = 25, y -100 + 64 = -36, z 30
+    located = series.locate(point)
+    assert located.index == 1  # y -36
+    assert (located.row, located.col) == pytest.approx((50.0, 250.0))  # row (80 - 30) / 1.0, col (25 + 100) / 0.5
+    assert abs(located.distance) == pytest.approx(0.0)
+    # a frame offset moves the same point: prior z = current z + 200
+    assert SeriesGeometry("p", tuple(axial(200.0 + 5.0 * k) for k in range(10))).locate(
+        point + np.array([0.0, 0.0, 200.0])).index == 6  # z 230

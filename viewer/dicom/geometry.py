@@ -8,6 +8,8 @@ mean the same point.
   pixel coordinates (None when the planes are parallel or the line misses the image).
 * :func:`nearest_slice`: the slice of a series closest to a patient point, along that series' own normal, for
   linked scrolling (None when the point lies farther than half a slice beyond either end).
+* :meth:`SeriesGeometry.locate`: for the crosshair, the slice nearest a patient point, the point's (row, column)
+  projection on it and its distance from it (a point picked on an image comes from :meth:`ImagePlane.to_patient`).
 * :func:`series_geometry`: the planes of a series' frames, from the library's positions and one header.
 * :class:`FrameOffset`: a translation between two frames of reference that the reader set by eye ("Link here":
   the two slices shown now are the same place), through which linked views of different frames follow.
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 
@@ -70,6 +73,27 @@ class ImagePlane:
         rel = np.asarray(point, dtype=float) - np.asarray(self.position)
         return (float(rel @ np.asarray(self.column_direction)) / self.spacing[0],
                 float(rel @ np.asarray(self.row_direction)) / self.spacing[1])
+
+    def distance(self, point: Sequence[float]) -> float:
+        """The signed distance (mm) of a patient point from this plane, along its normal."""
+        normal = self.normal
+        length = float(np.linalg.norm(normal))
+        rel = np.asarray(point, dtype=float) - np.asarray(self.position)
+        return float(rel @ normal) / length if length > 0 else 0.0
+
+    def contains_pixel(self, row: float, col: float) -> bool:
+        """Whether (row, column) lies on the image (pixel edges included)."""
+        return -0.5 <= row <= self.rows - 0.5 and -0.5 <= col <= self.columns - 0.5
+
+
+class Location(NamedTuple):
+    """Where a patient point falls in a series: the nearest slice, the point's (row, column) projection on it,
+    and its distance (mm) from that slice."""
+
+    index: int
+    row: float
+    col: float
+    distance: float
 
 
 def reference_line(source: ImagePlane, target: ImagePlane) -> tuple[tuple[float, float], tuple[float, float]] | None:
@@ -142,6 +166,18 @@ class SeriesGeometry:
         k = int(np.searchsorted(depths, depth))
         candidates = [c for c in (k - 1, k) if 0 <= c < len(depths)]
         return int(indices[min(candidates, key=lambda c: abs(depths[c] - depth))])
+
+    def locate(self, point: Sequence[float]) -> Location | None:
+        """The slice nearest `point` with the point's projection on it (:meth:`nearest`); None when the point
+        lies beyond the series along its normal, or its projection falls outside that slice's image."""
+        index = self.nearest(point)
+        plane = self.plane(index) if index is not None else None
+        if plane is None:
+            return None
+        row, col = plane.to_pixel(point)
+        if not plane.contains_pixel(row, col):
+            return None
+        return Location(index, row, col, plane.distance(point))
 
     def parallel_to(self, other: SeriesGeometry) -> bool:
         """Slices parallel within about 8 degrees (whatever their frames of reference)."""

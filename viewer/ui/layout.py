@@ -20,6 +20,12 @@ same point):
   (:class:`viewer.dicom.geometry.FrameOffset`, the translation between the two slices' centres); linked
   scrolling and reference lines then follow through it, to every visible series of the two frames.
   :meth:`ViewportGrid.unlink` clears the registrations, and so does a new series in either of the two viewports.
+* **crosshair** (:meth:`ViewportGrid.set_crosshair_enabled`): a left click or drag in a viewport picks a patient
+  point (:meth:`viewer.dicom.geometry.ImagePlane.to_patient`); every other visible viewport of the same frame, or
+  of a frame registered by Link here (through its offset), goes to its slice nearest the point and every viewport
+  whose slices reach the point draws a cross where it projects (:meth:`viewer.dicom.geometry.SeriesGeometry.
+  locate`), parallel or not.  Crosses are recomputed with the reference lines, so Unlink removes those that
+  depended on the offset; switching the crosshair off or a new series in the viewport it was picked in clears it.
 
 The viewports share the session's measurements (:class:`~viewer.reading.annotations.AnnotationStore`, keyed by
 SOP Instance UID and frame): an image shows its measurements in whichever viewport shows it.
@@ -108,6 +114,7 @@ class ViewportGrid(QWidget):
         for _ in range(VIEWPORTS_MAX):
             viewport = Viewport(self, annotations=self.annotations)
             viewport.annotations_changed.connect(self._repaint_all)
+            viewport.crosshair_picked.connect(lambda row, col, v=viewport: self.pick_crosshair(v, row, col))
             frame = ViewportFrame(viewport, self)
             frame.dropped.connect(lambda uid, v=viewport: self._on_dropped(v, uid))
             viewport.installEventFilter(self)
@@ -120,6 +127,8 @@ class ViewportGrid(QWidget):
         self.link_scrolling = True
         self.show_reference_lines = True
         self._registrations: list[tuple[FrameOffset, Viewport, Viewport]] = []  # Link here: (offset, the two views)
+        self.crosshair_enabled = False
+        self._crosshair: tuple[np.ndarray, str, Viewport] | None = None  # (patient point, its frame, picked in)
         self.set_layout("1x1")
         self.frames[0].set_active(True)
 
@@ -202,6 +211,8 @@ class ViewportGrid(QWidget):
         self.update_links()
 
     def _on_model_changed(self, viewport: Viewport, event: Changed) -> None:
+        if vm.SERIES in event.aspects and self._crosshair is not None and self._crosshair[2] is viewport:
+            self._crosshair = None  # the point was picked on the series that went
         if vm.SERIES in event.aspects and any(viewport in r[1:] for r in self._registrations):
             self._registrations = [r for r in self._registrations if viewport not in r[1:]]  # a new series
         if event.aspects & {vm.INDEX, vm.SERIES} and not self._syncing:  # moves made by _follow wait for its end
@@ -282,7 +293,8 @@ class ViewportGrid(QWidget):
             self._syncing = False
 
     def update_links(self) -> None:
-        """Redraw the reference lines of the active viewport's slice on the other visible viewports."""
+        """Redraw the reference lines of the active viewport's slice on the other visible viewports, and the
+        crosshair's crosses."""
         source = self._active
         plane = source.current_plane() if self.show_reference_lines else None
         frame = source.series_geometry().frame_of_reference_uid if plane is not None else None
@@ -298,6 +310,58 @@ class ViewportGrid(QWidget):
                     if line is not None:
                         lines.append(line)
             v.set_reference_lines(lines)
+        self._update_crosses()
+
+    # -- crosshair ----------------------------------------------------------------------------------------
+
+    def set_crosshair_enabled(self, enabled: bool) -> None:
+        """Crosshair on: a left click or drag in a viewport picks the point; off: no point and no crosses."""
+        self.crosshair_enabled = bool(enabled)
+        for v in self.viewports:
+            v.set_crosshair_mode(self.crosshair_enabled)
+        if not self.crosshair_enabled:
+            self._crosshair = None
+        self.update_links()
+
+    @property
+    def crosshair_point(self) -> tuple[np.ndarray, str] | None:
+        """The picked patient point (mm) and its Frame of Reference UID; None when none is picked."""
+        return (self._crosshair[0].copy(), self._crosshair[1]) if self._crosshair is not None else None
+
+    def pick_crosshair(self, source: Viewport, row: float, col: float) -> None:
+        """Put the crosshair on image (row, col) of `source`'s slice: the other visible viewports of a linked frame
+        go to their slice nearest that patient point (when their slices reach it), and the crosses are redrawn."""
+        geometry, plane = source.series_geometry(), source.current_plane()
+        if not self.crosshair_enabled or geometry is None or plane is None:
+            return
+        point, frame = plane.to_patient(row, col), geometry.frame_of_reference_uid
+        self._crosshair = (point, frame, source)
+        self._syncing = True
+        try:
+            for v in self.visible_viewports():
+                other = v.series_geometry() if v is not source else None
+                offset = self.frame_offset(frame, other.frame_of_reference_uid) if other is not None else None
+                located = other.locate(point + offset) if offset is not None else None
+                if located is not None and located.index != v.model.index:
+                    v.model.set_index(located.index)
+        finally:
+            self._syncing = False
+        self.update_links()
+
+    def _update_crosses(self) -> None:
+        """Each visible viewport's cross: the picked point's projection on its slice, when its series is of a
+        linked frame and its slices reach the point; no cross elsewhere."""
+        visible = self.visible_viewports()
+        for v in self.viewports:
+            cross = None
+            if self._crosshair is not None and v in visible:
+                point, frame, _ = self._crosshair
+                geometry, plane = v.series_geometry(), v.current_plane()
+                offset = self.frame_offset(frame, geometry.frame_of_reference_uid) if geometry is not None else None
+                if offset is not None and plane is not None and geometry.locate(point + offset) is not None:
+                    row, col = plane.to_pixel(point + offset)
+                    cross = (row, col) if plane.contains_pixel(row, col) else None
+            v.set_crosshair(cross)
 
     def shutdown(self) -> None:
         for v in self.viewports:

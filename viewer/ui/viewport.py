@@ -27,6 +27,9 @@ rather than slowing down; the overlay shows the rate painted over the last secon
 
 Linked views (:mod:`viewer.ui.layout`): :meth:`Viewport.series_geometry` gives the planes of the open series and
 its Frame of Reference; :meth:`Viewport.set_reference_lines` takes the segments the grid computed, drawn in cyan.
+Crosshair (:meth:`Viewport.set_crosshair_mode`): with it on and no measurement tool chosen, a left click or drag
+announces the image point under the mouse (``crosshair_picked``); :meth:`Viewport.set_crosshair` takes the point
+the grid computed for this view, drawn as a small green cross.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ from viewer.ui import viewport_paint as paint
 from viewer.ui.cine_player import CinePlayer
 from viewer.ui.viewport_model import Changed, ViewportModel
 from viewer.ui.viewport_paint import (  # noqa: F401  (re-exported: the colours tests look for)
+    CROSSHAIR_COLOR,
     KEY_MARK_COLOR,
     MEASURE_COLOR,
     OVERLAY_TEXT_COLOR,
@@ -118,6 +122,7 @@ class Viewport(QWidget):
     annotations_changed = Signal()  # a measurement was added or cleared (other views of the store repaint)
     key_image_requested = Signal()  # K: mark or unmark the frame on screen as a key image (the reading service)
     calibration_changed = Signal()  # the reader calibrated the image on screen, or cleared its calibration
+    crosshair_picked = Signal(float, float)  # crosshair mode: image (row, col) clicked or dragged over
 
     def __init__(self, parent: QWidget | None = None, *, model: ViewportModel | None = None,
                  annotations: AnnotationStore | None = None) -> None:
@@ -163,6 +168,8 @@ class Viewport(QWidget):
         self._drag_anchor = (0.0, 0.0)
         self._wheel_rest = 0
         self._reference_lines: tuple[tuple[tuple[float, float], tuple[float, float]], ...] = ()
+        self.crosshair_mode = False  # a left click or drag picks the crosshair point (when no tool is chosen)
+        self._crosshair: tuple[float, float] | None = None  # the cross drawn, image (row, col)
         self._geometry: tuple[SeriesImages | None, SeriesGeometry | None] = (None, None)
 
     # -- public API --------------------------------------------------------------------------------------
@@ -245,6 +252,23 @@ class Viewport(QWidget):
         geometry = self.series_geometry()
         return geometry.plane(self.model.index) if geometry is not None and self.model.count else None
 
+    @property
+    def crosshair(self) -> tuple[float, float] | None:
+        """The image (row, col) where the crosshair's cross is drawn; None: no cross."""
+        return self._crosshair
+
+    def set_crosshair(self, point: tuple[float, float] | None) -> None:
+        point = (float(point[0]), float(point[1])) if point is not None else None
+        if point != self._crosshair:
+            self._crosshair = point
+            self.update()
+
+    def set_crosshair_mode(self, enabled: bool) -> None:
+        """On: a left click or drag announces ``crosshair_picked`` instead of changing the window."""
+        self.crosshair_mode = bool(enabled)
+        if not self.tool:
+            self.setCursor(Qt.CursorShape.CrossCursor if enabled else Qt.CursorShape.ArrowCursor)
+
     def set_reference_lines(self, lines) -> None:
         """Segments to draw over the image, each ((row, col), (row, col)) in this image's pixels."""
         lines = tuple(lines)[:REFERENCE_LINES_MAX]
@@ -260,7 +284,7 @@ class Viewport(QWidget):
             raise ValueError(f"unknown tool {tool!r}; use one of {', '.join(TOOLS)} or {CALIBRATE_TOOL}")
         self.tool = tool
         self._drawing = []
-        self.setCursor(Qt.CursorShape.CrossCursor if tool else Qt.CursorShape.ArrowCursor)
+        self.setCursor(Qt.CursorShape.CrossCursor if tool or self.crosshair_mode else Qt.CursorShape.ArrowCursor)
         self.update()
         self.tool_changed.emit(tool or "")
 
@@ -612,6 +636,7 @@ class Viewport(QWidget):
     def _paint_marks(self, p: QPainter) -> None:
         """Reference lines, the measurements (and the one being drawn) with their words, the key image mark."""
         paint.reference_lines(p, self._reference_lines, self.image_to_widget)
+        paint.crosshair(p, self._crosshair, self.image_to_widget)
         shapes = [(a.kind, a.points, text) for a, text in self.measurements()]
         if self.tool and self._drawing:
             partial = list(self._drawing) + ([self._hover] if self._hover is not None else [])
@@ -644,6 +669,11 @@ class Viewport(QWidget):
         self._drawing, self._hover = [], None
         self.update()
 
+    def _pick_crosshair(self, position: QPointF) -> None:
+        point = self.widget_to_image(position)
+        if point is not None:
+            self.crosshair_picked.emit(point[0], point[1])
+
     def mousePressEvent(self, event: QMouseEvent) -> None:
         button = event.button()
         shift = bool(event.modifiers() & Qt.KeyboardModifier.ShiftModifier)
@@ -652,6 +682,11 @@ class Viewport(QWidget):
             if point is not None:
                 self._drag_mode = "measure"
                 self._measure_press(point)
+            event.accept()
+            return
+        if self.crosshair_mode and button == Qt.MouseButton.LeftButton and not shift:
+            self._drag_mode = "crosshair"
+            self._pick_crosshair(event.position())
             event.accept()
             return
         if button == Qt.MouseButton.MiddleButton or (button == Qt.MouseButton.LeftButton and shift):
@@ -671,6 +706,10 @@ class Viewport(QWidget):
         if self._drag_mode is None:
             return super().mouseMoveEvent(event)
         pos = event.position()
+        if self._drag_mode == "crosshair":
+            self._pick_crosshair(pos)
+            event.accept()
+            return
         if self._drag_mode == "measure":
             self._hover = self.widget_to_image(pos)
             self.update()

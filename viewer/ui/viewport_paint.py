@@ -21,6 +21,9 @@ OVERLAY_SHADOW_COLOR = QColor(0, 0, 0)
 OVERLAY_MARGIN_PX = 6
 MEASURE_COLOR = QColor(255, 220, 0)
 REFERENCE_COLOR = QColor(0, 200, 255)  # reference lines: where another view's slice cuts this one
+CROSSHAIR_COLOR = QColor(60, 255, 60)  # the crosshair: the patient point picked in a linked viewport
+CROSSHAIR_ARM_PX = 12  # each arm from the centre gap to its end
+CROSSHAIR_GAP_PX = 3  # the point itself stays visible
 KEY_MARK_TEXT = "KEY"  # drawn on a key image
 KEY_MARK_COLOR = QColor(255, 120, 0)
 PROBE_ARM_PX = 6
@@ -88,6 +91,17 @@ def reference_lines(p: QPainter, lines: Iterable[tuple[tuple[float, float], tupl
     p.setPen(QPen(REFERENCE_COLOR, 1.0))
     for (r0, c0), (r1, c1) in lines:
         p.drawLine(to_widget(r0, c0), to_widget(r1, c1))
+
+
+def crosshair(p: QPainter, point: tuple[float, float] | None, to_widget: ToWidget) -> None:
+    """A small cross (four arms around a gap) at image (row, col); nothing when `point` is None."""
+    if point is None:
+        return
+    q = to_widget(*point)
+    p.setPen(QPen(CROSSHAIR_COLOR, 1.0))
+    a, g = CROSSHAIR_ARM_PX, CROSSHAIR_GAP_PX
+    for dx, dy in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+        p.drawLine(QPointF(q.x() + dx * g, q.y() + dy * g), QPointF(q.x() + dx * a, q.y() + dy * a))
 
 
 def measurements(p: QPainter, font: QFont, shapes: Iterable[Shape], to_widget: ToWidget) -> None:

@@ -102,6 +102,9 @@ def build_actions(window: MainWindow) -> None:
                                                checkable=True,
                                                tip="Show where the active viewport's slice cuts the others")
     window.reference_lines_action.setChecked(window.grid.show_reference_lines)
+    window.crosshair_action = act("Crosshair", window.grid.set_crosshair_enabled, "X", checkable=True,
+                                  tip="Click or drag to point at a place: linked views go there and mark it (X)")
+    window.crosshair_action.setChecked(window.grid.crosshair_enabled)
 
 def build_menus(window: MainWindow) -> None:
     file_menu = window.menuBar().addMenu("&File")
@@ -119,6 +122,7 @@ def build_menus(window: MainWindow) -> None:
         view_menu.addAction(action)
     view_menu.addAction(window.link_action)
     view_menu.addAction(window.reference_lines_action)
+    view_menu.addAction(window.crosshair_action)
     view_menu.addSeparator()
     measure_menu = window.menuBar().addMenu("&Measure")
     for action in window.tool_actions.values():
@@ -162,5 +166,6 @@ def build_toolbar(window: MainWindow) -> None:
     for action in window.layout_actions.values():
         bar.addAction(action)
     bar.addAction(window.link_action)
+    bar.addAction(window.crosshair_action)
     bar.addSeparator()
     bar.addAction(window.open_3d_action)
