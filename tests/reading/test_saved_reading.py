@@ -16,12 +16,13 @@ import numpy as np
 import pydicom
 import pytest
 
+from tests.dicom.generated import MAGNIFICATION, OBJECT_MM, dx_dataset, object_ends
 from tests.reading.saved_support import dciodvfy_errors, every_kind, make_study, marked_store, same_points
 from viewer.dicom.measure import distance, rectangle_mask, roi_stats
 from viewer.errors import LibraryError, MifasError
-from viewer.library import drafts
+from viewer.library import Library, drafts
 from viewer.reading import persist
-from viewer.reading.annotations import AnnotationStore
+from viewer.reading.annotations import Annotation, AnnotationStore
 from viewer.reading.keyobjects import build_kos, parse_kos
 from viewer.reading.objects import (
     COMPREHENSIVE_3D_SR_SOP_CLASS,
@@ -186,6 +187,43 @@ def _part10(ds: pydicom.Dataset) -> bytes:
     out = io.BytesIO()
     ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
+
+
+@pytest.mark.parametrize(("magnification", "calibrated", "method", "mm"), [
+    (None, False, "MIFAS-DETECTOR", OBJECT_MM * MAGNIFICATION),  # the shadow at the detector: 115 mm
+    (MAGNIFICATION, False, "MIFAS-ERMF", OBJECT_MM),  # corrected to the patient: 100 mm
+    (None, True, "MIFAS-CALIBRATED", OBJECT_MM),  # the reader calibrated on the rod
+])
+def test_a_radiographs_report_says_where_its_millimetres_are(tmp_path: Path, magnification, calibrated, method,
+                                                             mm) -> None:
+    """The SR's Length of a distance on a DX image carries the scale's basis as its Measurement Method, so another
+    workstation does not take a length at the detector for one in the patient; the report stays valid."""
+    library = Library.open(tmp_path / "library")
+    ds = dx_dataset(magnification=magnification)
+    path = tmp_path / "dx.dcm"
+    pydicom.dcmwrite(path, ds, enforce_file_format=True)
+    library.store_file(path)
+    sop = str(ds.SOPInstanceUID)
+    store = AnnotationStore()
+    store.add(Annotation("distance", (sop, 0), object_ends()))
+    if calibrated:
+        store.set_calibration(sop, (0.2 / MAGNIFICATION, 0.2 / MAGNIFICATION))
+    saved = persist.save_reading(library, store, str(ds.StudyInstanceUID))
+    report = library.path_of(saved.report)
+    [group] = parse_report(pydicom.dcmread(report))
+    assert group.methods == {"Length": method}
+    assert group.values["Length"] == (pytest.approx(mm, abs=0.2), "mm")
+    assert dciodvfy_errors(report) == []
+    library.close()
+
+
+def test_a_ct_report_names_no_method(study) -> None:
+    store = AnnotationStore()
+    for a in every_kind(study.uids):
+        store.add(a)
+    saved = persist.save_reading(study.library, store, study.study_uid)
+    groups = parse_report(pydicom.dcmread(study.library.path_of(saved.report)))
+    assert len(groups) == 5 and all(g.methods == {} for g in groups)  # mm in the patient need no words
 
 
 def test_reading_series_are_told_from_image_series(study) -> None:

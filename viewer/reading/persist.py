@@ -94,7 +94,7 @@ def save_reading(library: Library, store: AnnotationStore, study_uid: str,
     from viewer.dicom.image import read_header
     from viewer.reading.keyobjects import build_kos
     from viewer.reading.presentation import annotations_by_series, build_gsps
-    from viewer.reading.report import build_report, measured_values
+    from viewer.reading.report import build_report, measured_values, scale_basis
 
     display = display or {}
     series_of: dict[str, str] = {}
@@ -136,9 +136,10 @@ def save_reading(library: Library, store: AnnotationStore, study_uid: str,
                         creator=creator)
         written.append(_put(library, ds, study_uid, "PR", series_uid))
     report_uid = ""
-    measured = [(a, measured_values(a, *pixels(a))) for a in annotations if a.frame[0] in series_of]
+    measured = [(a, measured_values(a, *pixels(a)), scale_basis(a, pixels(a)[1])) for a in annotations
+                if a.frame[0] in series_of]
     if measured:
-        evidence = [header(u) for u in dict.fromkeys(a.frame[0] for a, _ in measured)]
+        evidence = [header(u) for u in dict.fromkeys(a.frame[0] for a, _, _ in measured)]
         uid, reading_series, number = _slot(library, study_uid, "SR", "", generate_uid)
         ds = build_report(evidence, measured, sop_instance_uid=uid, series_uid=reading_series,
                           series_number=SERIES_NUMBERS["SR"], instance_number=number, software_version=__version__,

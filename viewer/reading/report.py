@@ -11,7 +11,11 @@ Tracking Unique Identifier of its own:
   drawn arm - vertex - arm) inferring it.
 
 Values are those :mod:`viewer.dicom.measure` computes, over the modality values with the reader's calibration
-when there is one.  SCOORD coordinates are those of a GSPS (:mod:`viewer.reading.presentation`): (column + 0.5,
+when there is one.  A length or area whose millimetres are not simply in the patient (a radiograph's, see
+:mod:`viewer.dicom.calibration`) says so in its Measurement Method (EV (G-C036, SRT, "Measurement Method")): at the
+detector, corrected for magnification, or calibrated.  PS3.16 has no codes for these, so they are of the private
+coding scheme :data:`CODING_SCHEME` (PS3.3 8.2: designators beginning "99"), their meanings plain words that another
+workstation shows.  SCOORD coordinates are those of a GSPS (:mod:`viewer.reading.presentation`): (column + 0.5,
 row + 0.5).  :func:`parse_report` reads the groups back (bounded by :data:`SR_CONTENT_ITEMS_MAX` and
 :data:`SR_DEPTH_MAX`).
 """
@@ -20,11 +24,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from viewer.dicom.calibration import CALIBRATED, DETECTOR, MAGNIFICATION_CORRECTED, Scale
 from viewer.dicom.measure import SpacingLike, angle, distance, ellipse_mask, probe, rectangle_mask, roi_stats
 from viewer.errors import MalformedDicomError, MifasError
 from viewer.imports import need
@@ -37,6 +42,15 @@ if TYPE_CHECKING:
 
 Value = tuple[str, float, str]  # (concept name, value, UCUM unit code)
 
+CODING_SCHEME = "99MIFAS"
+# The Measurement Method of a length or area by the basis of its scale (viewer.dicom.calibration); none for
+# "patient" and "region" (in the patient) and for pixels (the unit says it).
+METHODS = {
+    DETECTOR: ("MIFAS-DETECTOR", "At the detector, not corrected for magnification"),
+    MAGNIFICATION_CORRECTED: ("MIFAS-ERMF", "Corrected for estimated radiographic magnification"),
+    CALIBRATED: ("MIFAS-CALIBRATED", "Calibrated against an object of known size"),
+}
+
 
 @dataclass(frozen=True)
 class Reported:
@@ -46,6 +60,15 @@ class Reported:
     frame: FrameKey
     points: tuple[tuple[float, float], ...]
     values: dict[str, tuple[float, str]]
+    methods: dict[str, str] = field(default_factory=dict)  # concept name -> Measurement Method's code value
+
+
+def scale_basis(a: Annotation, spacing: SpacingLike) -> str:
+    """The basis of the scale `a` is measured on (:data:`viewer.dicom.calibration.BASES`; a bare (row, col)
+    spacing is taken as in the patient)."""
+    if isinstance(spacing, Scale):
+        return spacing.for_points(a.points).basis
+    return "patient" if spacing is not None else "pixels"
 
 
 def measured_values(a: Annotation, modality: np.ndarray | None, spacing: SpacingLike,
@@ -89,11 +112,11 @@ def _codes():
     return names, units
 
 
-def build_report(images: Sequence[Dataset], measured: Sequence[tuple[Annotation, tuple[Value, ...]]], *,
+def build_report(images: Sequence[Dataset], measured: Sequence[tuple[Annotation, tuple[Value, ...], str]], *,
                  sop_instance_uid: str, series_uid: str, series_number: int, instance_number: int,
                  software_version: str, creator: str = "") -> Dataset:
     """The measurement report of a study.  `images` are the headers of the images measured (the evidence), each
-    annotation comes with :func:`measured_values`."""
+    annotation comes with :func:`measured_values` and the :func:`scale_basis` they were measured on."""
     need("pydicom")
     import highdicom.sr as sr
     from pydicom.sr.codedict import codes
@@ -101,7 +124,7 @@ def build_report(images: Sequence[Dataset], measured: Sequence[tuple[Annotation,
     names, units = _codes()
     by_uid = {str(h.SOPInstanceUID): _for_highdicom(h) for h in images}
     groups = []
-    for number, (a, values) in enumerate(measured, start=1):
+    for number, (a, values, basis) in enumerate(measured, start=1):
         image = by_uid.get(a.frame[0])
         if image is None:
             continue
@@ -113,15 +136,15 @@ def build_report(images: Sequence[Dataset], measured: Sequence[tuple[Annotation,
         tracking = sr.TrackingIdentifier(uid=_tracking_uid(), identifier=f"{a.kind} {number}")
         if a.kind in ("distance", "angle"):
             coordinates = sr.CoordinatesForMeasurement(shape, data, source)
-            measurements = [sr.Measurement(names[n], v, units[u], referenced_coordinates=[coordinates])
-                            for n, v, u in values]
+            measurements = [sr.Measurement(names[n], v, units[u], referenced_coordinates=[coordinates],
+                                           method=_method(basis, u)) for n, v, u in values]
             source_group = sr.SourceImageForMeasurementGroup(str(image.SOPClassUID), str(image.SOPInstanceUID),
                                                              [a.frame[1] + 1] if multi else None)
             groups.append(sr.MeasurementsAndQualitativeEvaluations(
                 tracking, measurements=measurements or None, source_images=[source_group]))
         else:
             region = sr.ImageRegion(shape, data, source)
-            measurements = [sr.Measurement(names[n], v, units[u]) for n, v, u in values]
+            measurements = [sr.Measurement(names[n], v, units[u], method=_method(basis, u)) for n, v, u in values]
             groups.append(sr.PlanarROIMeasurementsAndQualitativeEvaluations(
                 tracking, referenced_region=region, measurements=measurements or None))
     person = sr.ObserverContext(codes.DCM.Person, sr.PersonObserverIdentifyingAttributes(name=creator or "^"))
@@ -131,6 +154,17 @@ def build_report(images: Sequence[Dataset], measured: Sequence[tuple[Annotation,
     return sr.Comprehensive3DSR(list(by_uid.values()), report, series_uid, series_number, sop_instance_uid,
                                 instance_number, manufacturer=MANUFACTURER, software_versions=software_version,
                                 manufacturer_model_name="MIFAS Viewer")
+
+
+def _method(basis: str, unit: str):
+    """The Measurement Method of a value in `unit` measured on a scale of `basis`: for millimetres not in the
+    patient only."""
+    if unit not in ("mm", "mm2") or basis not in METHODS:
+        return None
+    from pydicom.sr.coding import Code
+
+    value, meaning = METHODS[basis]
+    return Code(value, CODING_SCHEME, meaning)
 
 
 def _tracking_uid() -> str:
@@ -179,6 +213,7 @@ def _group(container: Dataset, depth: int, counter: list[int], uid: str) -> Repo
     identifier = ""
     scoord: tuple[str, list[tuple[float, float]], FrameKey] | None = None
     values: dict[str, tuple[float, str]] = {}
+    methods: dict[str, str] = {}
     stack = [(child, depth + 1) for child in container.get("ContentSequence", []) or []]
     while stack:
         item, level = stack.pop()
@@ -194,6 +229,10 @@ def _group(container: Dataset, depth: int, counter: list[int], uid: str) -> Repo
                 unit_code = (measured.get("MeasurementUnitsCodeSequence") or [None])[0]
                 values[_meaning(item)] = (float(measured.NumericValue),
                                           str(unit_code.CodeValue) if unit_code is not None else "")
+                method = next((c for c in item.get("ContentSequence", []) or []
+                               if _meaning(c) == "Measurement Method"), None)
+                if method is not None and method.get("ConceptCodeSequence"):
+                    methods[_meaning(item)] = str(method.ConceptCodeSequence[0].get("CodeValue", ""))
         elif kind == "SCOORD" and scoord is None:
             data = list(item.get("GraphicData") or [])
             if len(data) > 2 * GRAPHIC_POINTS_MAX or len(data) % 2:
@@ -228,7 +267,7 @@ def _group(container: Dataset, depth: int, counter: list[int], uid: str) -> Repo
         if not mapped:
             return None
         points = list(mapped)
-    return Reported(kind, frame, tuple(points), values)
+    return Reported(kind, frame, tuple(points), values, methods)
 
 
 def _kind_of(shape: str, count: int) -> str | None:
