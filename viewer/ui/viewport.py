@@ -1,9 +1,10 @@
 """The 2D viewport: paints the current slice of a :class:`~viewer.ui.viewport_model.ViewportModel`.
 
 The widget observes the model and forwards mouse and keys to it; it never decodes on the GUI thread except the
-first slice of a newly set series (one slice is fast, and the user sees an image at once).  The rest of the series
-is decoded by a background :meth:`SeriesImages.preload` in priority order, and a slice the user scrolls to before
-the preload reaches it is decoded by a one-slot "on demand" worker that always takes the latest wanted slice.
+first slice of a newly set series (one slice is fast, and the user sees an image at once).  Its
+:class:`~viewer.ui.slice_loader.SliceLoader` decodes the rest of the series in the background in priority order,
+and a slice the user scrolls to before the preload reaches it in a one-slot "on demand" worker that always takes
+the latest wanted slice.  What it draws over the image is :mod:`viewer.ui.viewport_paint`'s.
 
 Painting: the stored frame goes through the pipeline's lookup table once per (slice, window, invert) into a uint8
 array; a QImage wraps that array without a copy and is drawn through one QTransform (zoom, pan, rotation, flips and
@@ -36,7 +37,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
@@ -58,12 +58,13 @@ from viewer.dicom.cine import series_timing
 from viewer.dicom.geometry import SeriesGeometry, series_geometry
 from viewer.dicom.measure import distance as measure_distance
 from viewer.dicom.pixels import PRESETS, Window, render_color
-from viewer.dicom.series import SeriesImages, priority_order
+from viewer.dicom.series import SeriesImages
 from viewer.errors import MifasError
 from viewer.reading.annotations import POINTS_NEEDED, TOOLS, Annotation, AnnotationStore, measure_text
 from viewer.ui import viewport_model as vm
 from viewer.ui import viewport_paint as paint
 from viewer.ui.cine_player import CinePlayer
+from viewer.ui.slice_loader import SliceLoader
 from viewer.ui.viewport_model import Changed, ViewportModel
 from viewer.ui.viewport_paint import (  # noqa: F401  (re-exported: the colours tests look for)
     CROSSHAIR_COLOR,
@@ -76,7 +77,7 @@ from viewer.ui.viewport_paint import (  # noqa: F401  (re-exported: the colours 
     position_text,
     series_overlay,
 )
-from viewer.ui.workers import TaskRunner, describe_error
+from viewer.ui.workers import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -89,26 +90,6 @@ PRESET_KEYS = {Qt.Key.Key_1: "CT lung", Qt.Key.Key_2: "CT bone", Qt.Key.Key_3: "
                Qt.Key.Key_4: "CT abdomen"}
 REFERENCE_LINES_MAX = 8
 CALIBRATE_TOOL = "calibrate"  # a line over an object of known length sets the image's scale
-
-
-class _LatestRequest:
-    """The one slice the on-demand worker should decode next: only the latest request counts."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._target: tuple[SeriesImages, int] | None = None
-
-    def put(self, series: SeriesImages, index: int) -> None:
-        with self._lock:
-            self._target = (series, index)
-
-    def take(self) -> tuple[SeriesImages, int] | None:
-        with self._lock:
-            target, self._target = self._target, None
-            return target
-
-    def clear(self) -> None:
-        self.take()
 
 
 class Viewport(QWidget):
@@ -134,11 +115,10 @@ class Viewport(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setMinimumSize(200, 200)
-        self._preloader = TaskRunner(self, max_threads=1, name="series preload")
-        self._on_demand = TaskRunner(self, max_threads=1, name="slice decode")
-        self._preload_task = None
-        self._wanted = _LatestRequest()
-        self._demand_running = False
+        self._loader = SliceLoader(self)
+        self._loader.decoded.connect(self._on_decoded)
+        self._loader.idle.connect(self._on_decode_idle)
+        self._loader.progress.connect(self._on_preload_progress)
         self._cine = CinePlayer(self.model, self)  # plays on the series' own timing (viewer.dicom.cine)
         # Asks the known length (mm) of a calibration line; (viewport, current length or 0) -> mm or None.  Tests
         # answer it by replacing this attribute.
@@ -148,8 +128,6 @@ class Viewport(QWidget):
         self._font.setPixelSize(13)
         self._metrics = QFontMetrics(self._font)
         self._series_overlay = SeriesOverlay()
-        self._held: tuple[SeriesImages, int, np.ndarray] | None = None  # last slice decoded on demand
-        self._errors: dict[int, str] = {}  # unexpected (non-DICOM) failures per slice; DICOM ones: series.error()
         # What was rendered: the uint8 array (kept alive: the QImage shares its buffer) and its facts.
         self._dirty = True
         self._rendered: np.ndarray | None = None
@@ -177,12 +155,11 @@ class Viewport(QWidget):
     def set_series(self, series: SeriesImages | None, index: int = 0) -> None:
         """Show ``series``: decode slice ``index`` now, the rest in the background (first, middle, last, then
         outward from ``index``)."""
-        self._stop_loading()
-        self._errors.clear()
         self._series_overlay = SeriesOverlay()
         if series is not None and len(series):
             index = min(max(index, 0), len(series) - 1)
-            self._decode_now(series, index)
+        self._loader.start(series, index)
+        if series is not None and len(series):
             try:
                 self._series_overlay = series_overlay(series.header(index))
             except MifasError:
@@ -191,21 +168,11 @@ class Viewport(QWidget):
         self.model.set_series(series, index)
         if series is not None and len(series) > 1:
             self.model.set_acquisition_timing(_timing(series))
-        if series is not None and len(series) > 1:
-            order = priority_order(len(series), index)
-
-            def preload(progress, cancel):
-                return series.preload(order, cancel, progress)
-
-            self._preload_task = self._preloader.submit(
-                preload, on_progress=self._on_preload_progress, name="series preload")
 
     def shutdown(self) -> None:
         """Stop cine and every background decode (bounded wait).  Call before the widget goes away."""
         self.model.set_playing(False)
-        self._stop_loading()
-        self._preloader.shutdown()
-        self._on_demand.shutdown()
+        self._loader.shutdown()
 
     def displayed_array(self) -> np.ndarray | None:
         """The uint8 image (rows, cols) or (rows, cols, 3) last rendered for display, before the view
@@ -460,19 +427,18 @@ class Viewport(QWidget):
         if series is None or len(series) == 0:
             self._message = NO_SERIES_TEXT
             return
-        failure = self._errors.get(i) or series.error(i)
+        failure = self._loader.error(i)
         if failure is not None:
             self._message = describe_error(failure) if isinstance(failure, BaseException) else failure
             return
-        held = self._held
         if series.is_loaded(i):
             stored = None
-        elif held is not None and held[0] is series and held[1] == i:
-            stored = held[2]  # decoded on demand but already evicted from a full cache: keep showing it
         else:
-            self._message = LOADING_TEXT
-            self._request_decode(series, i)
-            return
+            stored = self._loader.held(i)  # decoded on demand but already evicted from a full cache: keep showing it
+            if stored is None:
+                self._message = LOADING_TEXT
+                self._loader.request(i)
+                return
         try:
             if stored is None:
                 stored = series.stored(i)  # a cache hit: is_loaded said so
@@ -535,54 +501,12 @@ class Viewport(QWidget):
 
     # -- decoding ------------------------------------------------------------------------------------------
 
-    def _decode_now(self, series: SeriesImages, i: int) -> None:
-        """The one synchronous decode: the first slice shown of a new series."""
-        try:
-            series.stored(i)
-        except MifasError:
-            pass  # remembered by the series; the viewport shows its message
-        except Exception as exc:
-            log.exception("decoding the first slice of a series failed")
-            self._errors[i] = describe_error(exc)
+    def _on_decoded(self, index: int) -> None:
+        if index == self.model.index:
+            self._dirty = True
+            self.update()
 
-    def _request_decode(self, series: SeriesImages, i: int) -> None:
-        self._wanted.put(series, i)
-        if self._demand_running:
-            return  # the running worker takes the latest request when it is done
-        self._demand_running = True
-        wanted = self._wanted
-
-        def decode(progress, cancel):
-            target = wanted.take()
-            if target is None or cancel.is_set():
-                return None
-            target_series, index = target
-            try:
-                return target_series, index, target_series.stored(index), None
-            except MifasError:
-                return target_series, index, None, None  # remembered by the series: series.error(index)
-            except Exception as exc:
-                log.exception("decoding slice %d failed", index)
-                return target_series, index, None, describe_error(exc)
-
-        self._on_demand.submit(decode, on_done=self._on_decoded, on_finished=self._on_decode_finished,
-                               name="slice decode")
-
-    def _on_decoded(self, result) -> None:
-        if result is None:
-            return
-        series, index, stored, error = result
-        if series is self.model.series:
-            if error:
-                self._errors[index] = error
-            if stored is not None:
-                self._held = (series, index, stored)
-            if index == self.model.index:
-                self._dirty = True
-                self.update()
-
-    def _on_decode_finished(self) -> None:
-        self._demand_running = False
+    def _on_decode_idle(self) -> None:
         series = self.model.series
         if series is not None and self._message == LOADING_TEXT and not self._dirty:
             self._dirty = True  # the wanted slice changed while we decoded: render asks again
@@ -594,14 +518,6 @@ class Viewport(QWidget):
         if series is not None and self._message == LOADING_TEXT and series.is_loaded(self.model.index):
             self._dirty = True
             self.update()
-
-    def _stop_loading(self) -> None:
-        if self._preload_task is not None:
-            self._preload_task.cancel()
-            self._preload_task = None
-        self._wanted.clear()
-        self._on_demand.cancel_all()
-        self._held = None
 
     # -- painting ------------------------------------------------------------------------------------------
 
