@@ -467,3 +467,42 @@ def test_a_reading_reopened_is_not_saved_again_for_a_change_elsewhere(qtbot, mak
     assert persist.reading_uids(library, study_uid) == sent  # untouched
     assert persist.reading_uids(library, other_study)  # the other study's reading is saved
     library.close()
+
+
+def test_key_images_of_a_study_and_its_prior_are_told_apart(qtbot, tmp_path: Path) -> None:
+    """Key images in two studies (a comparison with a prior): each row starts with its study's date, the newer
+    study first; with one study the rows carry no date."""
+    from viewer.reading.annotations import AnnotationStore
+    from viewer.ui.key_images import KeyImagesPanel
+
+    library = Library.open(tmp_path / "library")
+    series = {}
+    for date in ("20240601", "20200101"):
+        study_uid, series_uid = generate_uid(), generate_uid()
+        for i in range(3):
+            ds = ct_dataset(i, 3, study_uid=study_uid, series_uid=series_uid)
+            ds.StudyDate = date
+            library.store_bytes(part10(ds))
+        series[date] = series_uid
+    store = AnnotationStore()
+    panel = KeyImagesPanel(library, store)
+    qtbot.addWidget(panel)
+    newer = [i.sop_instance_uid for i in library.instances(series["20240601"])]
+    older = [i.sop_instance_uid for i in library.instances(series["20200101"])]
+    store.set_key_image((newer[2], 0), True)
+    panel.refresh()
+    assert panel.rows() == ["1: Axial — image 3"]
+    store.set_key_image((older[0], 0), True)
+    store.set_key_image((newer[0], 0), True)
+    panel.refresh()
+    assert panel.rows() == ["2024-06-01 · 1: Axial — image 1", "2024-06-01 · 1: Axial — image 3",
+                            "2020-01-01 · 1: Axial — image 1"]
+    library.close()
+
+
+def part10(ds) -> bytes:
+    from io import BytesIO
+
+    out = BytesIO()
+    pydicom.dcmwrite(out, ds, enforce_file_format=True)
+    return out.getvalue()

@@ -1,6 +1,7 @@
 """The "Key images" dock: the key images of the session's reading, one row each (series description, image
 number) in series and image order; activating a row asks for that image (:attr:`KeyImagesPanel.jump_requested`),
-which the reading service shows, opening its series when no viewport shows it.
+which the reading service shows, opening its series when no viewport shows it.  When the key images belong to
+more than one study (a study and its prior), each row starts with its study's date, newest study first.
 
 The rows come from the :class:`~viewer.reading.annotations.AnnotationStore` (frames marked with K) and the
 library index (which series an instance belongs to, its instance number): a few small index reads, no file.
@@ -19,8 +20,9 @@ EMPTY_TEXT = "No key images. Press K on an image to mark it."
 ROLE_FRAME = Qt.ItemDataRole.UserRole + 1  # (series UID, SOP Instance UID, frame index)
 
 
-def key_image_row(library: Library, frame: FrameKey) -> tuple[tuple, str, str] | None:
-    """(sort key, series UID, '1: Axial — image 12') for a key image; None when the library no longer holds it."""
+def key_image_row(library: Library, frame: FrameKey) -> tuple[tuple, str, str, str] | None:
+    """(sort key, series UID, '1: Axial — image 12', study UID) for a key image; None when the library no longer
+    holds it."""
     sop_uid, frame_index = frame
     try:
         instance = library.instance(sop_uid)
@@ -36,7 +38,19 @@ def key_image_row(library: Library, frame: FrameKey) -> tuple[tuple, str, str] |
     frame_text = f", frame {frame_index + 1}" if instance.number_of_frames > 1 else ""
     order = (series.series_number is None, series.series_number or 0, series.series_uid,
              instance.instance_number is None, instance.instance_number or 0, frame_index)
-    return order, instance.series_uid, f"{name} — image {number}{frame_text}"
+    return order, instance.series_uid, f"{name} — image {number}{frame_text}", series.study_uid
+
+
+def _study_date(library: Library, study_uid: str) -> str:
+    """'2024-06-01' (or the raw value, or 'undated') for the row prefix of a study."""
+    try:
+        record = library.study(study_uid)
+    except MifasError:
+        record = None
+    text = record.study_date if record is not None else ""
+    if len(text) == 8 and text.isdigit():
+        return f"{text[:4]}-{text[4:6]}-{text[6:8]}"
+    return text or "undated"
 
 
 class KeyImagesPanel(QWidget):
@@ -66,7 +80,14 @@ class KeyImagesPanel(QWidget):
         self._shown = frames
         self.list.clear()
         rows = [(row, frame) for frame in frames if (row := key_image_row(self.library, frame)) is not None]
-        for (_, series_uid, text), frame in sorted(rows, key=lambda r: r[0][0]):  # series, then image order
+        studies = {row[3] for row, _ in rows}
+        dates = {uid: _study_date(self.library, uid) for uid in studies} if len(studies) > 1 else {}
+        # newest study first (dates sort as text), then series and image order
+        rows.sort(key=lambda r: r[0][0])
+        rows.sort(key=lambda r: dates.get(r[0][3], ""), reverse=True)
+        for (_, series_uid, text, study_uid), frame in rows:
+            if dates:
+                text = f"{dates[study_uid]} · {text}"
             item = QListWidgetItem(text, self.list)
             item.setData(ROLE_FRAME, (series_uid, frame[0], frame[1]))
         self.empty.setVisible(self.list.count() == 0)
