@@ -1,10 +1,13 @@
-"""Hostile files: mutations of valid files (a generated CT, pydicom's bundled compressed files), catalogued by kind,
-then seeded random damage to the same bases."""
+"""Hostile files: mutations of valid files (a generated CT, pydicom's bundled compressed files, and the presentation
+state, measurement report and key object selection of a saved reading), catalogued by kind, then seeded random
+damage to the same bases."""
 
 from __future__ import annotations
 
+import functools
 import random
 import struct
+import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -218,6 +221,10 @@ def catalogue() -> Iterator[tuple[str, Callable[[], bytes]]]:
     yield "a stray sequence delimiter after Pixel Data", \
         lambda: _compressed("jpeg12", lambda f: f) + b"\xfe\xff\xdd\xe0" + bytes(4)
     yield "deflated file cut", lambda: _bundled(BASES["deflate"])[:900]
+    for name in ("gsps", "sr", "kos"):
+        yield f"saved reading's {name}, whole", lambda name=name: reading_objects()[name]
+        yield f"saved reading's {name} cut in half", lambda name=name: reading_objects()[name][
+            : len(reading_objects()[name]) // 2]
 
 
 def random_damage(rng: random.Random, data: bytes) -> bytes:
@@ -239,10 +246,28 @@ def random_damage(rng: random.Random, data: bytes) -> bytes:
     return bytes(out)
 
 
+@functools.lru_cache(maxsize=1)
+def reading_objects() -> dict[str, bytes]:
+    """The GSPS, SR and KOS a reading of every measurement kind, a key image and a calibration saves (written by
+    viewer.reading.persist into a throw-away library): bases for damage."""
+    from tests.reading.saved_support import make_study, marked_store
+    from viewer.reading import persist
+
+    with tempfile.TemporaryDirectory(prefix="mifas-fuzz-reading-") as tmp:
+        study = make_study(Path(tmp) / "library")
+        try:
+            saved = persist.save_reading(study.library, marked_store(study), study.study_uid)
+            uids = {"gsps": saved.presentation_states[0], "sr": saved.report, "kos": saved.key_objects}
+            return {name: study.library.path_of(uid).read_bytes() for name, uid in uids.items()}
+        finally:
+            study.library.close()
+
+
 def random_cases(rng: random.Random) -> Iterator[tuple[str, Callable[[], bytes]]]:
     bases: dict[str, bytes] = {"ct": _bytes(_ct())}
     for key, name in BASES.items():
         bases[key] = _bundled(name)
+    bases.update(reading_objects())
     names = sorted(bases)
     for n in range(1_000_000):
         base = names[rng.randrange(len(names))]

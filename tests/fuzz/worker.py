@@ -4,7 +4,8 @@ A case is ``{"name", "op", ...}``:
 
 ``file``  (``path``, ``work``) the file through the display decode (``DicomImage.open`` + every frame) and through
           the library (``import_paths`` into a fresh library, then ``order_frames`` + ``SeriesImages`` on what was
-          indexed, first and last frame)
+          indexed, first and last frame; a presentation state, report or key object selection indexed is read back
+          as a saved reading: ``load_reading``, ``parse_report``, ``parse_kos``)
 ``find``  (``port``) a lean C-FIND (``FastFindClient``) against a scripted peer
 ``get``   (``port``) a lean C-GET (``FastGetClient``, one association) against a scripted peer
 ``qido`` / ``wado``  (``url``) a DICOMweb search / series retrieval against a hostile HTTP server
@@ -95,8 +96,29 @@ def run_file(case: dict, refusals: Refusals) -> None:
                                 _guard(refusals, "library display", lambda i=i, images=images: images.stored(i))
 
             _guard(refusals, "library listing", show)
+            _guard(refusals, "saved reading", lambda: _read_readings(library, refusals))
     finally:
         shutil.rmtree(library_root, ignore_errors=True)
+
+
+def _read_readings(library, refusals: Refusals) -> None:
+    """Every PR, SR and KO object the library indexed, read back as the viewer reads a saved reading."""
+    from viewer.reading import persist
+    from viewer.reading.annotations import AnnotationStore
+    from viewer.reading.keyobjects import parse_kos
+    from viewer.reading.report import parse_report
+
+    for study in library.studies():
+        for series in library.series(study.study_uid):
+            for inst in library.instances(series.series_uid):
+                uid = inst.sop_instance_uid
+                if series.modality == "PR":
+                    _guard(refusals, "presentation state",
+                           lambda uid=uid: persist.load_reading(library, uid, AnnotationStore()))
+                elif series.modality == "SR":
+                    _guard(refusals, "report", lambda uid=uid: parse_report(persist._read_object(library, uid)))
+                elif series.modality == "KO":
+                    _guard(refusals, "key objects", lambda uid=uid: parse_kos(persist._read_object(library, uid)))
 
 
 def run_peer(case: dict, refusals: Refusals) -> None:
