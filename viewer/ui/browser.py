@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
 
 from viewer.library import Library, SeriesRecord, StudyQuery, StudyRecord
 from viewer.reading.objects import is_reading_modality
+from viewer.ui.formatting import format_date, format_name
 from viewer.ui.search_fields import SearchFields
 from viewer.ui.series_source import SERIES_MIME_TYPE, series_mime_data
 from viewer.ui.table_model import ROOT_INDEX, RowTableModel
@@ -50,14 +51,6 @@ log = logging.getLogger(__name__)
 
 LOCAL_SOURCE = "Local library"
 STUDIES_SHOWN_MAX = 5000  # rows shown for one local search; the status line says when more matched
-
-
-def format_date(value: str) -> str:
-    return f"{value[:4]}-{value[4:6]}-{value[6:8]}" if len(value) == 8 and value.isdigit() else value
-
-
-def format_name(value: str) -> str:
-    return value.replace("^", " ").strip()
 
 
 

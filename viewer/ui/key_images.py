@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QLabel, QListWidget, QListWidgetItem, QVBoxLayout,
 from viewer.errors import MifasError
 from viewer.library import Library
 from viewer.reading.annotations import AnnotationStore, FrameKey
+from viewer.ui.formatting import format_date
 
 EMPTY_TEXT = "No key images. Press K on an image to mark it."
 ROLE_FRAME = Qt.ItemDataRole.UserRole + 1  # (series UID, SOP Instance UID, frame index)
@@ -47,10 +48,7 @@ def _study_date(library: Library, study_uid: str) -> str:
         record = library.study(study_uid)
     except MifasError:
         record = None
-    text = record.study_date if record is not None else ""
-    if len(text) == 8 and text.isdigit():
-        return f"{text[:4]}-{text[4:6]}-{text[6:8]}"
-    return text or "undated"
+    return format_date(record.study_date if record is not None else "") or "undated"
 
 
 class KeyImagesPanel(QWidget):

@@ -34,7 +34,7 @@ from viewer.pacs.client import open_client
 from viewer.pacs.cluster import ClusterProfile, node_source
 from viewer.pacs.node import Node
 from viewer.pacs.retrieve import OPERATION
-from viewer.ui.browser import format_date, format_name
+from viewer.ui.formatting import format_date, format_name
 from viewer.ui.retrieval_service import JobOutcome, RetrievalService
 from viewer.ui.search_fields import SearchFields
 from viewer.ui.table_model import RowTableModel

@@ -44,7 +44,7 @@ from viewer.reading.priors import (
     find_priors,
     relevance_order,
 )
-from viewer.ui.browser import format_date, format_name
+from viewer.ui.formatting import format_date, format_name
 from viewer.ui.retrieval_service import JobOutcome, RetrievalService
 from viewer.ui.workers import TaskHandle, TaskRunner, describe_error
 

@@ -19,12 +19,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from viewer.ui.formatting import format_name
+
 NONE_TEXT = "None: open the images without a saved reading"
 
 
 def describe(reading) -> str:
     """One line for a saved reading: 'Label — creator, 2026-12-07 22:58 (ours)'."""
-    who = " ".join(reading.creator.replace("^", " ").split()) or "unknown author"  # a PN: Family^Given
+    who = " ".join(format_name(reading.creator).split()) or "unknown author"  # a PN: Family^Given
     when = f", {reading.created}" if reading.created else ""
     origin = "MIFAS Viewer" if reading.ours else "another program"
     return f"{reading.label or 'Untitled'} — {who}{when} ({origin})"

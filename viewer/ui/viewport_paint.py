@@ -15,6 +15,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPen
 
 from viewer.dicom.series import slice_normal
+from viewer.ui.formatting import format_date, format_name
 
 OVERLAY_TEXT_COLOR = QColor(230, 230, 230)
 OVERLAY_SHADOW_COLOR = QColor(0, 0, 0)
@@ -43,11 +44,6 @@ class SeriesOverlay:
     top_right: tuple[str, ...] = ()
 
 
-def _date(value: object) -> str:
-    text = str(value or "").strip()
-    return f"{text[:4]}-{text[4:6]}-{text[6:8]}" if len(text) == 8 and text.isdigit() else text
-
-
 def series_overlay(header) -> SeriesOverlay:
     """Overlay lines from a header: patient name and ID top left; study date, description, series top right."""
 
@@ -57,11 +53,11 @@ def series_overlay(header) -> SeriesOverlay:
         except Exception:  # a malformed value must not stop the overlay
             return ""
 
-    name = get("PatientName").replace("^", " ").strip()
+    name = format_name(get("PatientName"))
     left = tuple(t for t in (name, f"ID: {get('PatientID')}" if get("PatientID") else "") if t)
     series = " ".join(t for t in (f"Se: {get('SeriesNumber')}" if get("SeriesNumber") else "",
                                   get("SeriesDescription")) if t)
-    right = tuple(t for t in (_date(get("StudyDate")), get("StudyDescription"), series) if t)
+    right = tuple(t for t in (format_date(get("StudyDate")), get("StudyDescription"), series) if t)
     return SeriesOverlay(left, right)
 
 
