@@ -22,6 +22,7 @@ import pydicom
 import pytest
 
 from mifaslab.netns import ClusterLab
+from tests.failover.clients import client_process
 from viewer.dicom.demo import ct_series_datasets
 from viewer.library import Library
 from viewer.library.jobs import JobStore
@@ -103,10 +104,9 @@ def get_across_the_fault(cluster: ClusterLab, study, tmp_path: Path, mode: str, 
     profiles, library_dir = tmp_path / "clusters.json", tmp_path / "library"
     write_profile(profiles, tls=tls)
 
-    client = subprocess.Popen(cluster.client_cmd([MIFAS_PACS, "get", "--cluster", "lab", "--profiles", str(profiles),
-                                                  "--study", study_uid, "--library", str(library_dir)]),
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    cmd = cluster.client_cmd([MIFAS_PACS, "get", "--cluster", "lab", "--profiles", str(profiles),
+                              "--study", study_uid, "--library", str(library_dir)])
+    with client_process(cmd, env=env) as client:
         deadline = time.monotonic() + 60
         while held(library_dir) < FAULT_AFTER and client.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -123,10 +123,6 @@ def get_across_the_fault(cluster: ClusterLab, study, tmp_path: Path, mode: str, 
         else:
             failed = cluster.fail(mode)
         out, err = client.communicate(timeout=RETRIEVE_LIMIT_S)
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.communicate()
     print(f"\n[{mode}] fault on {failed} with {at_fault} of {INSTANCES} images here\n{err}{out}")
 
     assert client.returncode == 0, err
@@ -153,10 +149,9 @@ def test_both_nodes_down_is_a_clear_error_and_keeps_what_arrived(cluster: Cluste
     assert seeded.returncode == 0, seeded.stderr
     profiles, library_dir = tmp_path / "clusters.json", tmp_path / "library"
     write_profile(profiles, budget_s=10)
-    client = subprocess.Popen(cluster.client_cmd([MIFAS_PACS, "get", "--cluster", "lab", "--profiles", str(profiles),
-                                                  "--study", study_uid, "--library", str(library_dir)]),
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    cmd = cluster.client_cmd([MIFAS_PACS, "get", "--cluster", "lab", "--profiles", str(profiles),
+                              "--study", study_uid, "--library", str(library_dir)])
+    with client_process(cmd, env=env) as client:
         deadline = time.monotonic() + 60
         while held(library_dir) < FAULT_AFTER and client.poll() is None and time.monotonic() < deadline:
             time.sleep(0.02)
@@ -168,10 +163,6 @@ def test_both_nodes_down_is_a_clear_error_and_keeps_what_arrived(cluster: Cluste
         started = time.monotonic()
         out, err = client.communicate(timeout=RETRIEVE_LIMIT_S)
         waited = time.monotonic() - started
-    finally:
-        if client.poll() is None:
-            client.kill()
-            client.communicate()
     print(f"\n[both down] after {waited:.1f} s\n{err}{out}")
     assert client.returncode == 1, err
     assert "Gave up the C-GET" in err + out and "Traceback" not in err

@@ -21,6 +21,7 @@ import pydicom
 import pytest
 
 from mifaslab.netns import ClusterLab
+from tests.failover.clients import client_process, json_results
 from tests.support import dataset_sha256
 from viewer.dicom.demo import ct_series_datasets
 
@@ -76,12 +77,10 @@ def test_wado_queries_and_stores_survive_the_fault(cluster: ClusterLab, study, t
     assert seeded.returncode == 0, seeded.stderr
     profiles, library, status = tmp_path / "clusters.json", tmp_path / "library", tmp_path / "status.json"
     write_profile(profiles)
-    workload = subprocess.Popen(
-        cluster.client_cmd([sys.executable, "-m", "tests.failover.workload", "--profiles", str(profiles),
-                            "--study", study_uid, "--expected", str(INSTANCES), "--library", str(library),
-                            "--status", str(status)]),
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    cmd = cluster.client_cmd([sys.executable, "-m", "tests.failover.workload", "--profiles", str(profiles),
+                              "--study", study_uid, "--expected", str(INSTANCES), "--library", str(library),
+                              "--status", str(status)])
+    with client_process(cmd, env=env, cwd=REPO) as workload:
         deadline = time.monotonic() + 60
         while workload.poll() is None and time.monotonic() < deadline:
             now = read_status(status)
@@ -98,13 +97,7 @@ def test_wado_queries_and_stores_survive_the_fault(cluster: ClusterLab, study, t
             workload.send_signal(signal.SIGCONT)
         else:
             failed = cluster.fail(mode)
-        out, err = workload.communicate(timeout=WORKLOAD_LIMIT_S)
-    finally:
-        if workload.poll() is None:
-            workload.kill()
-            workload.communicate()
-    assert workload.returncode == 0, err
-    results = json.loads(out)
+        results = json_results(workload, WORKLOAD_LIMIT_S)
     print(f"\n[{mode}] fault on {failed} at {at_fault}\n" + "\n".join(results["events"]))
 
     wado = results["wado"]

@@ -5,9 +5,7 @@ the three objects exactly once; all of them are marked sent.  The client runs in
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from mifaslab.netns import ClusterLab
+from tests.failover.clients import client_process, json_results
 from tests.failover.test_fault_matrix import write_profile
 
 pytestmark = [pytest.mark.network, pytest.mark.slow]
@@ -27,24 +26,16 @@ def test_a_reading_sent_through_a_takeover_arrives_once(cluster: ClusterLab, tmp
     env = dict(os.environ, TCP_NODELAY="1", PYTHONPATH=f"{REPO}{os.pathsep}{REPO / 'packaging' / 'lab'}")
     profiles, status, go = tmp_path / "clusters.json", tmp_path / "status.json", tmp_path / "go"
     write_profile(profiles)
-    workload = subprocess.Popen(
-        cluster.client_cmd([sys.executable, "-m", "tests.failover.reading_workload", "--profiles", str(profiles),
-                            "--work", str(tmp_path / "work"), "--status", str(status), "--go", str(go)]),
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
+    cmd = cluster.client_cmd([sys.executable, "-m", "tests.failover.reading_workload", "--profiles", str(profiles),
+                              "--work", str(tmp_path / "work"), "--status", str(status), "--go", str(go)])
+    with client_process(cmd, env=env, cwd=REPO) as workload:
         deadline = time.monotonic() + 60
         while workload.poll() is None and not status.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
         assert workload.poll() is None and status.exists(), "the send ended before the fault: it would prove nothing"
         failed = cluster.fail("kill")
         go.touch()
-        out, err = workload.communicate(timeout=WORKLOAD_LIMIT_S)
-    finally:
-        if workload.poll() is None:
-            workload.kill()
-            workload.communicate()
-    assert workload.returncode == 0, err
-    results = json.loads(out)
+        results = json_results(workload, WORKLOAD_LIMIT_S)
     print(f"\n[kill] {failed} killed after the first object\n" + "\n".join(results["events"]))
     assert len(results["saved"]) == 3
     assert results["error"] == "" and not results["refused"]
