@@ -79,27 +79,28 @@ def show(qtbot, window, series_uid: str, *, loaded: bool = False) -> Viewport:
     return viewport
 
 
+def go_to(qtbot, view: Viewport, index: int) -> None:
+    """Show slice `index` and wait until it is painted."""
+    view.model.set_index(index)
+    qtbot.waitUntil(lambda: view.displayed_array() is not None and view.painted_index == index, timeout=5000)
 
 
 def draw_all_kinds(qtbot, window) -> None:
     """A distance and an angle on slice 1, a rectangle and an ellipse on slice 2, a probe on slice 4."""
     view = window.viewport
     tools = window.tool_actions
-    view.model.set_index(1)
-    qtbot.waitUntil(lambda: view.displayed_array() is not None and view.painted_index == 1, timeout=5000)
+    go_to(qtbot, view, 1)
     tools["distance"].trigger()
     drag(qtbot, view, at(view, 10, 8), at(view, 40, 48))
     tools["angle"].trigger()
     drag(qtbot, view, at(view, 32, 32), at(view, 32, 52))
     qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=at(view, 12, 32))
-    view.model.set_index(2)
-    qtbot.waitUntil(lambda: view.displayed_array() is not None and view.painted_index == 2, timeout=5000)
+    go_to(qtbot, view, 2)
     tools["rectangle"].trigger()
     drag(qtbot, view, at(view, 12, 5), at(view, 30, 41))
     tools["ellipse"].trigger()
     drag(qtbot, view, at(view, 36, 10), at(view, 56, 50))
-    view.model.set_index(4)
-    qtbot.waitUntil(lambda: view.displayed_array() is not None and view.painted_index == 4, timeout=5000)
+    go_to(qtbot, view, 4)
     tools["probe"].trigger()
     qtbot.mouseClick(view, Qt.MouseButton.LeftButton, pos=at(view, 20, 33))
     tools["probe"].trigger()  # back to navigating
@@ -110,8 +111,7 @@ def marks_by_slice(qtbot, view: Viewport) -> dict[int, list[tuple[str, tuple, st
     """What the viewport shows on each slice: (kind, points, text), sorted."""
     shown = {}
     for index in range(view.model.count):
-        view.model.set_index(index)
-        qtbot.waitUntil(lambda i=index: view.displayed_array() is not None and view.painted_index == i, timeout=5000)
+        go_to(qtbot, view, index)
         shown[index] = sorted((a.kind, a.points, text) for a, text in view.measurements())
     return shown
 

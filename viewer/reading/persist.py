@@ -281,7 +281,8 @@ def load_reading(library: Library, gsps_uid: str, store: AnnotationStore) -> Dis
     for uid, spacing in p.calibrations.items():
         if p.ours:  # another program's Presentation Pixel Spacing may just repeat the image's: not a calibration
             store.set_calibration(uid, spacing)
-    study_uid = library.series_record(p.series_uid).study_uid if library.series_record(p.series_uid) else ""
+    record = library.series_record(p.series_uid)
+    study_uid = record.study_uid if record is not None else ""
     kos = next((d for d in drafts.of_study(library, study_uid) if d.kind == "KO"), None) if study_uid else None
     if kos is not None and library.instance(kos.sop_instance_uid).sop_class_uid == KEY_OBJECT_SELECTION_SOP_CLASS:
         for key in parse_kos(_read_object(library, kos.sop_instance_uid)):
