@@ -12,7 +12,7 @@ from pathlib import Path
 
 import viewer
 
-QT_FREE = ("viewer.dicom", "viewer.pacs", "viewer.library", "viewer.reading", "viewer.audit")
+QT_FREE = ("viewer.dicom", "viewer.pacs", "viewer.library", "viewer.reading", "viewer.audit", "viewer.share")
 ROOT = Path(viewer.__file__).resolve().parents[1]
 
 

@@ -15,6 +15,7 @@ requests, sqlite3, OSError) are translated once, where they enter our code, with
     │   ├── StorageFullError          the disk is full; nothing stored was damaged
     │   └── InstanceNotFoundError     asked for an instance the library does not hold
     ├── OperationCancelled            the user cancelled a long operation
+    ├── ExportError                   an export could not be written
     └── PacsError                     talking to a PACS node
         ├── NodeUnreachableError      connection refused, no route, name not resolved
         ├── AssociationRejectedError  the node refused us (wrong AE title, unknown caller, ...)
@@ -69,6 +70,10 @@ class InstanceNotFoundError(LibraryError):
 
 class OperationCancelled(MifasError):
     pass
+
+
+class ExportError(MifasError):
+    """An export (files, a ZIP, media, pictures or a movie) could not be written; the message says why."""
 
 
 class PacsError(MifasError):
