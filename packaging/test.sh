@@ -14,7 +14,7 @@ source "$(dirname "$0")/lib/deps.sh"
 # (dciodvfy) checks the presentation states, reports and key objects a reading writes (tests/reading).
 apt_ensure python3-venv orthanc orthanc-dicomweb dcmtk xvfb xauth libgl1-mesa-dri heartbeat iptables arptables curl iproute2 \
   qemu-system-x86 qemu-utils debootstrap openssh-client e2fsprogs procps dpkg binutils util-linux desktop-file-utils \
-  dbus gnome-keyring rsyslog rsyslog-gnutls openssl dicom3tools "${QT_RUNTIME_PACKAGES[@]}"
+  dbus gnome-keyring rsyslog rsyslog-gnutls openssl dicom3tools ffmpeg "${QT_RUNTIME_PACKAGES[@]}"
 venv_ensure "[test]"
 cd "$MIFAS_ROOT"
 lab_ensure
