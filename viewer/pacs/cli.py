@@ -34,6 +34,7 @@ from viewer.imports import need
 from viewer.pacs.cluster_cli import add_cluster_arguments
 from viewer.pacs.secrets_cli import add_secret_commands, run_secret_command
 from viewer.private import PRIVATE_FILE, private_dir
+from viewer.share.export_cli import add_export_command
 from viewer.uid import is_valid_uid
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--interval", type=float, default=2.0, metavar="S", help="seconds between probes")
     health.add_argument("-v", "--verbose", action="store_true", help="log what happens (UIDs only) to stderr")
     add_secret_commands(commands)  # mifas-pacs secret set|check|delete NAME (viewer.pacs.secrets_cli)
+    add_export_command(commands)  # mifas-pacs export (viewer.share.export_cli)
     return parser
 
 
@@ -380,6 +382,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "export":  # the local library only: no node
+        from viewer.share.export_cli import run_export
+
+        return run_export(args, UsageError, _warn)
     if getattr(args, "cluster", None):
         return _run_cluster(args)
     from viewer.settings import load_settings
