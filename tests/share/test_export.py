@@ -227,3 +227,17 @@ def test_deidentified_media_name_the_pseudonym(library: Library, tmp_path: Path)
     patients = [r for r in records if r.DirectoryRecordType == "PATIENT"]
     assert len(patients) == 1 and "Secret" not in str(patients[0].PatientName)
     assert sum(1 for r in records if r.DirectoryRecordType == "IMAGE") == 4
+
+
+def test_each_series_is_exported_in_the_order_the_2d_view_shows_it(library: Library, tmp_path: Path) -> None:
+    """Instance Numbers that run against the slice positions: IM00001 is the slice the view shows first (lowest
+    position along the normal), not the lowest Instance Number."""
+    datasets = ct_series(5, rows=16, columns=16)
+    for number, ds in enumerate(datasets):
+        ds.InstanceNumber = 5 - number  # the first slice in space carries the highest number
+        library.store_dataset(ds)
+    export(library, ExportRequest([ds.SOPInstanceUID for ds in datasets], tmp_path / "out"))
+    files = sorted((tmp_path / "out").rglob("*.dcm"))
+    positions = [float(pydicom.dcmread(f).ImagePositionPatient[2]) for f in files]
+    assert positions == sorted(positions) and len(positions) == 5
+    assert [int(pydicom.dcmread(f).InstanceNumber) for f in files] == [5, 4, 3, 2, 1]

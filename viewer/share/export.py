@@ -142,7 +142,7 @@ def _check(request: ExportRequest) -> None:
 
 
 def _plan(library: Library, uids: Sequence[str]) -> list[_Series]:
-    """The instances grouped by study and series, in the library's order, with their folder names."""
+    """The instances grouped by study and series, each series in display order, with their folder names."""
     by_series: dict[str, list[InstanceRecord]] = {}
     seen: set[str] = set()
     for uid in uids:
@@ -166,11 +166,24 @@ def _plan(library: Library, uids: Sequence[str]) -> list[_Series]:
         studies.setdefault(study_uid, len(studies) + 1)
         index = sum(1 for s in plan if s.study_uid == study_uid) + 1
         modality = _NOT_SAFE.sub("", (record.modality if record else "").upper())[:8] or "OT"
-        records = sorted(by_series[uid], key=lambda r: (_number(r.instance_number), r.sop_instance_uid))
+        records = _display_order(by_series[uid])
         number = record.series_number if record and record.series_number is not None else index
         plan.append(_Series(uid, study_uid, f"STUDY{studies[study_uid]:03d}/SERIES{index:03d}_{modality}",
                             f"Series {number} ({modality})", number, records))
     return plan
+
+
+def _display_order(records: list[InstanceRecord]) -> list[InstanceRecord]:
+    """`records` in the 2D view's order (:func:`viewer.dicom.series.order_frames`: by position along the slice
+    normal, else by Instance Number), so IM00001 and a movie's first frame are the first slice the reader saw;
+    instances without a frame of their own (a presentation state filed in the series) go last."""
+    from viewer.dicom.series import order_frames
+
+    rank: dict[str, int] = {}
+    for index, ref in enumerate(order_frames(records)):
+        rank.setdefault(ref.sop_instance_uid, index)
+    return sorted(records, key=lambda r: (rank.get(r.sop_instance_uid, len(rank)), _number(r.instance_number),
+                                          r.sop_instance_uid))
 
 
 def _number(value: int | None) -> tuple[int, int]:
