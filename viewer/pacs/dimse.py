@@ -1,5 +1,6 @@
-"""DIMSE transport (PS3.7): C-ECHO, C-STORE and C-MOVE as a Service Class User with pynetdicom, and C-GET and
-C-FIND through the lean SCUs of :mod:`viewer.pacs.fastget` and :mod:`viewer.pacs.fastfind`.
+"""DIMSE transport (PS3.7): C-ECHO and C-MOVE as a Service Class User with pynetdicom, and C-GET, C-FIND and
+C-STORE through the lean SCUs of :mod:`viewer.pacs.fastget`, :mod:`viewer.pacs.fastfind` and
+:mod:`viewer.pacs.faststore`.
 
 Every operation opens its own association(s), does its work and releases them.  pynetdicom's results and
 exceptions are translated here, once, into :mod:`viewer.errors` types whose message names the node and says
@@ -18,7 +19,6 @@ received by our :class:`~viewer.pacs.storage_scp.StorageScp`, only from the node
 
 from __future__ import annotations
 
-import io
 import logging
 import socket
 import sys
@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 
 from viewer.errors import (
     AssociationAbortedError,
-    MalformedDicomError,
     MifasError,
     OperationCancelled,
     PacsError,
@@ -38,11 +37,11 @@ from viewer.errors import (
     PacsTimeoutError,
 )
 from viewer.imports import need
-from viewer.library.store import is_valid_uid
 from viewer.limits import FIND_RESULTS_MAX
 from viewer.pacs.association import MAX_PDU_BYTES, rejection_error, unreachable_error
-from viewer.pacs.contexts import PRESENTATION_CONTEXTS_MAX, UNCOMPRESSED_SYNTAXES
+from viewer.pacs.contexts import UNCOMPRESSED_SYNTAXES
 from viewer.pacs.fastfind import FastFindClient
+from viewer.pacs.faststore import FastStoreClient
 from viewer.pacs.node import (
     DEFAULT_STORAGE_PORT,
     Matches,
@@ -62,14 +61,14 @@ if TYPE_CHECKING:
     from pynetdicom.association import Association
     from pynetdicom.presentation import PresentationContext
 
-# pydicom and pynetdicom are imported by the operations that use them (C-ECHO, C-STORE, C-MOVE), not here: the
-# lean C-GET and C-FIND need neither, so ``mifas-pacs get`` does not pay for their import (about 0.3 s).
+# pydicom and pynetdicom are imported by the operations that use them (C-ECHO, C-MOVE), not here: the
+# lean C-GET, C-FIND and C-STORE need neither, so ``mifas-pacs get`` and ``send`` do not pay for their import (about 0.3 s).
 
 log = logging.getLogger(__name__)
 
 # -- limits -------------------------------------------------------------------------------------------------
 
-STORE_INSTANCES_MAX = 10_000  # per store() call (one association); each is decoded only when it is sent
+STORE_INSTANCES_MAX = 10_000  # per store() call (one association)
 CANCEL_GRACE_S = 5.0  # after a C-CANCEL the peer has this long to send its final response, then we abort
 WATCHDOG_POLL_S = 0.05
 # Parallel associations for a listed retrieval.  Two overlap one association's waits; on 2 cores more gain
@@ -359,50 +358,21 @@ class DimseClient:
         on_stored: Callable[[str, int], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> dict[str, int]:
-        """Send Part 10 files to the node with C-STORE on one association; return ``{SOP Instance UID: status}``
-        for every instance that got an answer, in order.
+        """Send Part 10 files to the node with C-STORE on one association (the lean SCU of
+        :mod:`viewer.pacs.faststore`: each data set is sent as stored in its file, nothing is decoded); return
+        ``{SOP Instance UID: status}`` for every instance that got an answer, in order.
 
         ``on_stored(uid, status)`` is called as each answer arrives, so that a caller whose association breaks
         knows which instances were acknowledged.  Success, the warnings (PS3.4 B.2.3) and Duplicate SOP
         Instance (0x0111) mean the node holds the instance.  A failure status is returned, not raised: it
-        concerns that instance only.  Association failures raise the translated error.
+        concerns that instance only; an instance whose SOP class and transfer syntax the node refused during
+        negotiation is not sent and gets SOP Class Not Supported (0x0122).  A file that is not Part 10 with SOP
+        Class, SOP Instance UID and transfer syntax in its File Meta Information raises MalformedDicomError
+        before anything is sent.  Association failures raise the translated error.
         """
-        need("pynetdicom")
-        from pynetdicom.presentation import build_context
-
         if len(instances) > STORE_INSTANCES_MAX:
             raise ValueError(f"at most {STORE_INSTANCES_MAX} instances per store() call")
-        pairs: dict[tuple[str, str], None] = {}  # (SOP class, transfer syntax): one context each
-        for data in instances:  # headers only: every file is checked before anything is sent
-            header = _part10_dataset(data, stop_before_pixels=True)
-            pairs[(str(header.SOPClassUID), str(header.file_meta.TransferSyntaxUID))] = None
-        if not instances:
-            return {}
-        if len(pairs) > PRESENTATION_CONTEXTS_MAX:
-            raise PacsError(f"Too many kinds of images ({len(pairs)}) for one association; send fewer at once.")
-        contexts = [build_context(sop_class, [syntax]) for sop_class, syntax in pairs]
-        _check_cancel(cancel)
-        answers: dict[str, int] = {}
-        conn = _connect(self.node, contexts)
-        try:
-            for data in instances:
-                _check_cancel(cancel)
-                ds = _part10_dataset(data)  # decoded one at a time, sent as it was encoded (same transfer syntax)
-                uid = str(ds.SOPInstanceUID)
-                with _Watchdog(conn, self.node.timeouts.dimse_s, lambda: False, lambda: None) as dog:
-                    response: Dataset = self._send(  # type: ignore[assignment]  # one response, not an iterator
-                        "C-STORE", lambda ds=ds: conn.assoc.send_c_store(ds, msg_id=conn.next_msg_id()))
-                if "Status" not in response:
-                    raise self._ended(conn, dog, "C-STORE")
-                code = int(response.Status)
-                answers[uid] = code
-                if category(code) == FAILURE and code != DimseStatus.DUPLICATE_SOP_INSTANCE:
-                    log.warning("C-STORE of %s refused: %s", uid, describe_status(code))
-                if on_stored is not None:
-                    on_stored(uid, code)
-            return answers
-        finally:
-            conn.close()
+        return FastStoreClient(self.node).store(instances, on_stored=on_stored, cancel=cancel)
 
     # -- C-GET (PS3.4 C.4.3) ----------------------------------------------------------------------------
 
@@ -685,21 +655,6 @@ def _count_uids(identifier: Identifier) -> int | None:
         return None
     value = identifier.SOPInstanceUID
     return len(value) if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue" else 1
-
-
-def _part10_dataset(data: bytes, stop_before_pixels: bool = False) -> Dataset:
-    """Decode one Part 10 file for sending; a file we cannot send raises MalformedDicomError."""
-    need("pydicom")
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=stop_before_pixels)
-        _ = ds.file_meta.TransferSyntaxUID, ds.SOPClassUID, ds.SOPInstanceUID
-    except Exception as exc:
-        raise MalformedDicomError(f"The image cannot be sent: it is not a readable DICOM file ({type(exc).__name__}).") from exc
-    if not is_valid_uid(str(ds.SOPInstanceUID)):
-        raise MalformedDicomError("The image cannot be sent: its SOP Instance UID is not valid.")
-    return ds
 
 
 def _check_cancel(cancel: threading.Event | None) -> None:
