@@ -35,6 +35,7 @@ from viewer.pacs.cluster_cli import add_cluster_arguments
 from viewer.pacs.secrets_cli import add_secret_commands, run_secret_command
 from viewer.private import PRIVATE_FILE, private_dir
 from viewer.share.export_cli import add_export_command
+from viewer.share.send_cli import add_send_command
 from viewer.uid import is_valid_uid
 
 if TYPE_CHECKING:
@@ -114,6 +115,7 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("-v", "--verbose", action="store_true", help="log what happens (UIDs only) to stderr")
     add_secret_commands(commands)  # mifas-pacs secret set|check|delete NAME (viewer.pacs.secrets_cli)
     add_export_command(commands)  # mifas-pacs export (viewer.share.export_cli)
+    add_send_command(commands, common)  # mifas-pacs send (viewer.share.send_cli)
     return parser
 
 
@@ -382,6 +384,10 @@ def run(argv: Sequence[str] | None = None) -> int:
 
 
 def _run_command(args: argparse.Namespace) -> int:
+    if args.command == "send":  # a node or a cluster (viewer.share.send_cli)
+        from viewer.share.send_cli import run_send
+
+        return run_send(args, UsageError, _warn)
     if args.command == "export":  # the local library only: no node
         from viewer.share.export_cli import run_export
 
