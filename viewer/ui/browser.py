@@ -224,6 +224,11 @@ class LocalBrowser(QWidget):
         rows = self.studies_view.selectionModel().selectedRows()
         return self.studies.record(rows[0].row()).study_uid if rows else None
 
+    def selected_series_uids(self) -> list[str]:
+        """The series selected in the series list (several rows with Ctrl/Shift), in list order."""
+        rows = sorted(index.row() for index in self.series_view.selectionModel().selectedIndexes())
+        return [self.series.record(row).series_uid for row in rows]
+
     def select_study(self, study_uid: str) -> bool:
         for row, s in enumerate(self.studies.records()):
             if s.study_uid == study_uid:

@@ -46,6 +46,7 @@ from viewer.ui.reading3d import Reading3DWindow
 from viewer.ui.reading_ui import attach_reading
 from viewer.ui.retrieval_service import HEALTH_INTERVAL_S, JobOutcome, RetrievalService
 from viewer.ui.series_source import first_series_uid, open_series
+from viewer.ui.share_ui import attach_sharing
 from viewer.ui.tag_browser import TagBrowser
 from viewer.ui.viewport import Viewport
 from viewer.ui.viewport_model import Changed
@@ -154,6 +155,7 @@ class MainWindow(QMainWindow):
         self.hanging = HangingController(self)  # hanging protocols, Link here (viewer/ui/hanging.py)
         self.readings = attach_reading(self)  # autosave, reopen, key images, send (viewer/ui/reading_ui.py)
         self.priors = attach_priors(self)  # the Priors dock and Compare (viewer/ui/priors_panel.py)
+        self.sharing = attach_sharing(self)  # Export…, Send to PACS… (viewer/ui/share_ui.py)
         self.grid.viewport_changed.connect(self._on_model_changed)
         self.grid.active_changed.connect(self._on_active_changed)
         self.grid.layout_changed.connect(self._on_layout_changed)
@@ -579,15 +581,16 @@ class MainWindow(QMainWindow):
         for name, action in self.tool_actions.items():
             action.setChecked(name == tool and checked)
 
-    def export_view(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export the view", "view.png", "PNG image (*.png)")
+    def export_view(self, _checked: bool = False, *, identity: bool = True) -> None:
+        title = "Export the view" if identity else "Export the view without identity"
+        path, _ = QFileDialog.getSaveFileName(self, title, "view.png", "PNG image (*.png)")
         if path:
-            self.export_view_to(path)
+            self.export_view_to(path, identity=identity)
 
-    def export_view_to(self, path: str | Path) -> bool:
+    def export_view_to(self, path: str | Path, *, identity: bool = True) -> bool:
         """The active view into a PNG at `path`, with its Export audit message; False (and a message) when it
-        cannot be written."""
-        if not self.viewport.export_png(path):
+        cannot be written.  Without `identity`, the overlay leaves out the patient's name, ID and study date."""
+        if not self.viewport.export_png(path, identity=identity):
             self.show_error("Export failed", f"The view could not be written to {path}.")
             return False
         uid = self.current_series_uid
@@ -637,6 +640,7 @@ class MainWindow(QMainWindow):
         """Save the reading, cancel every worker (bounded waits); the library stays open (the caller owns it)."""
         self.readings.shutdown()
         self.priors.shutdown()
+        self.sharing.shutdown()
         self._jobs.shutdown()
         for window in list(self.reading_windows):
             window.close()

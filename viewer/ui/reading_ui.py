@@ -30,13 +30,15 @@ class _SendTarget:
         self.source = source
 
 
-def _sources(window) -> list:
+def send_targets(window) -> list:
+    """Where the window can send to: the configured nodes, then the cluster profiles."""
     nodes = list(getattr(window.settings, "nodes", []) or [])
     profiles = [window.retrievals.profile(name) for name in window.retrievals.profile_names()]
     return [*nodes, *profiles]
 
 
-def _profile_of(window, source):
+def send_profile(window, source):
+    """The cluster profile a send to `source` (a node or a profile) goes through: a node is a cluster of one."""
     from viewer.pacs.cluster import ClusterProfile
 
     if getattr(source, "vip", None) is not None:  # already a cluster profile
@@ -72,7 +74,7 @@ def attach_reading(window) -> ReadingService:
     def send() -> None:
         source = target.source
         if source is None:
-            sources = _sources(window)
+            sources = send_targets(window)
             if len(sources) != 1:
                 window.statusBar().showMessage(
                     "Choose the PACS to send to in the Source list of the Studies panel, then send again."
@@ -80,7 +82,7 @@ def attach_reading(window) -> ReadingService:
                 return
             source = sources[0]
         try:
-            profile = _profile_of(window, source)
+            profile = send_profile(window, source)
         except Exception as exc:  # a node that cannot be a source: its sentence
             from viewer.ui.workers import describe_error
 

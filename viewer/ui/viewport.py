@@ -124,6 +124,7 @@ class Viewport(QWidget):
         # answer it by replacing this attribute.
         self.ask_length = _ask_length
         self._overlays_visible = True
+        self._identity_hidden = False  # True while a view is exported without identity (export_png)
         self._font = QFont(self.font())
         self._font.setPixelSize(13)
         self._metrics = QFontMetrics(self._font)
@@ -368,9 +369,15 @@ class Viewport(QWidget):
             self.update()
             self.annotations_changed.emit()
 
-    def export_png(self, path) -> bool:
-        """The view as the user sees it (image, overlays, measurements) into a PNG."""
-        return self.grab().save(str(path), "PNG")
+    def export_png(self, path, *, identity: bool = True) -> bool:
+        """The view as the user sees it (image, overlays, measurements) into a PNG; without `identity`, the
+        overlay leaves out the patient's name and ID, the study date and the descriptions (the rest is painted as
+        shown)."""
+        self._identity_hidden = not identity
+        try:
+            return self.grab().save(str(path), "PNG")
+        finally:
+            self._identity_hidden = False
 
     def overlay_lines(self) -> dict[str, tuple[str, ...]]:
         """The overlay text by corner (for tests and accessibility)."""
@@ -378,7 +385,8 @@ class Viewport(QWidget):
         scale = self.measurement_scale() if self._rendered is not None else None
         bottom_right = tuple(t for t in (self._window_line, self._zoom_line(), scale.overlay_text if scale else "",
                                          self._cine.overlay_text()) if t)
-        return {"top_left": self._series_overlay.top_left, "top_right": self._series_overlay.top_right,
+        series = self._series_overlay.without_identity() if self._identity_hidden else self._series_overlay
+        return {"top_left": series.top_left, "top_right": series.top_right,
                 "bottom_left": self._slice_lines, "bottom_right": bottom_right}
 
     def view_transform(self) -> QTransform:

@@ -42,6 +42,12 @@ class SeriesOverlay:
 
     top_left: tuple[str, ...] = ()
     top_right: tuple[str, ...] = ()
+    top_right_without_identity: tuple[str, ...] = ()  # the series number only (a view exported anonymously)
+
+    def without_identity(self) -> SeriesOverlay:
+        """The overlay of a view exported without identity: no patient name, ID or study date, and no study or
+        series description (free text, which the Basic Profile removes too); the series number stays."""
+        return SeriesOverlay((), self.top_right_without_identity, self.top_right_without_identity)
 
 
 def series_overlay(header) -> SeriesOverlay:
@@ -58,7 +64,8 @@ def series_overlay(header) -> SeriesOverlay:
     series = " ".join(t for t in (f"Se: {get('SeriesNumber')}" if get("SeriesNumber") else "",
                                   get("SeriesDescription")) if t)
     right = tuple(t for t in (format_date(get("StudyDate")), get("StudyDescription"), series) if t)
-    return SeriesOverlay(left, right)
+    number = f"Se: {get('SeriesNumber')}" if get("SeriesNumber") else ""
+    return SeriesOverlay(left, right, (number,) if number else ())
 
 
 def format_value(value: float) -> str:

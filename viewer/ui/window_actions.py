@@ -87,6 +87,9 @@ def build_actions(window: MainWindow) -> None:
                                                   tip="Remove the measurements of this slice (Delete)")
     window.export_view_action = act("Export view…", window.export_view, "Ctrl+E",
                                            tip="Save the view as a PNG image")
+    window.export_view_anonymous_action = act(
+        "Export view without identity…", lambda _=False: window.export_view(identity=False),
+        tip="Save the view as a PNG image without the patient's name, ID and study date in its overlay")
     window.layout_group = QActionGroup(window)
     window.layout_actions = {}
     for name in LAYOUTS:
@@ -131,6 +134,7 @@ def build_menus(window: MainWindow) -> None:
     measure_menu.addAction(window.clear_measurements_action)
     measure_menu.addAction(window.clear_calibration_action)
     file_menu.insertAction(window.settings_action, window.export_view_action)
+    file_menu.insertAction(window.settings_action, window.export_view_anonymous_action)
     view_menu.addAction(window.tags_action)
     view_menu.addAction(window.overlays_action)
     view_menu.addAction(window.browser_dock.toggleViewAction())
