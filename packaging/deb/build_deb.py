@@ -311,7 +311,8 @@ def stage_files(stage: Path) -> list[int]:
         shutil.copyfile(source, stage / rel)
     copyright_text = (f"Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
                       f"Upstream-Name: {PACKAGE}\n\nFiles: *\nLicense: MIT\n"
-                      f" The bundled Python packages in {PREFIX} keep their own licences (see their dist-info).\n")
+                      f" The bundled Python packages in {PREFIX} keep their own licences (see their dist-info).\n"
+                      f" PyAV's wheel bundles FFmpeg with libx264 and libx265 (GPL-2+), used to write MP4 cine loops.\n")
     (stage / f"usr/share/doc/{PACKAGE}/copyright").write_text(copyright_text)
     return render_icons(stage)
 
