@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import zipfile
@@ -95,3 +96,35 @@ def test_deidentified_export_with_an_option(held: tuple[Path, str, list[str]], t
     run = mifas_pacs("export", "--library", str(folder), "--study", study_uid, "--out", str(tmp_path / "x"),
                      "--deidentify", "--option", "no-such-option", audit=tmp_path / "audit")
     assert run.returncode == 2 and "unknown --option" in run.stderr
+
+
+def test_ctrl_c_cancels_between_two_files_and_leaves_nothing(tmp_path: Path) -> None:
+    """SIGINT once the first file is written (its progress line read from stderr): exit 130, a sentence, and neither
+    the destination nor its partial folder left (viewer.share.interrupt.run_cancellable)."""
+    require(MIFAS_PACS.exists(), "mifas-pacs is not installed in the venv (pip install -e .)")
+    folder = tmp_path / "library"
+    with Library.open(folder) as library:
+        datasets = ct_series(400, rows=64, columns=64, seed=5)
+        for ds in datasets:
+            library.store_dataset(ds)
+    env = {**os.environ, "MIFAS_AUDIT_DIR": str(tmp_path / "audit")}
+    out = tmp_path / "exports"
+    out.mkdir()
+    # de-identified, so that each of the 400 files takes a few milliseconds: the signal lands long before the end
+    process = subprocess.Popen([str(MIFAS_PACS), "export", "--library", str(folder), "--study",
+                                datasets[0].StudyInstanceUID, "--out", str(out / "case"), "--deidentify",
+                                "--progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        while first and not first.startswith("exported 1/"):
+            first = process.stderr.readline()
+        assert first.startswith("exported 1/400"), first
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert stdout == "" and "cancel" in stderr.lower()
+    assert list(out.iterdir()) == []  # no export, no .case.partial-XXXXXX

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 from pathlib import Path
 
 from viewer.errors import MifasError
+from viewer.share.interrupt import run_cancellable
 from viewer.uid import is_valid_uid
 
 EXPORT_FORMS = ("dicom", "png", "jpeg", "mp4", "apng")  # viewer.share.export.FORMS (not imported: start-up time)
@@ -84,37 +84,18 @@ def run_export(args: argparse.Namespace, usage_error: type[Exception], warn) -> 
                                 deidentify=options, include_burned_in=args.include_burned_in,
                                 copy_viewer=args.copy_viewer)
         show = args.progress or sys.stderr.isatty()
-        result = _run_cancellable(library, request, show)
+        result = _run(library, request, show)
     print(json.dumps({"destination": str(result.destination), "written": result.written,
                       "excluded": list(result.excluded)}, ensure_ascii=False))
     return 0
 
 
-def _run_cancellable(library, request, show: bool):
+def _run(library, request, show: bool):
     """The export in a worker thread, so that Ctrl-C cancels it between two files (and nothing stays behind)."""
     from viewer.share.export import export
-
-    cancel = threading.Event()
-    outcome: dict[str, object] = {}
 
     def progress(done: int, total: int) -> None:
         if show:
             sys.stderr.write(f"exported {done}/{total}\n")
 
-    def work() -> None:
-        try:
-            outcome["result"] = export(library, request, progress=progress, cancel=cancel)
-        except BaseException as exc:  # handed to the main thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=work, name="export", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
-        cancel.set()
-        worker.join()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["result"]
+    return run_cancellable(lambda cancel: export(library, request, progress=progress, cancel=cancel), "export")

@@ -16,11 +16,11 @@ import argparse
 import dataclasses
 import json
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from viewer.errors import MifasError
+from viewer.share.interrupt import run_cancellable
 from viewer.uid import is_valid_uid
 
 
@@ -57,7 +57,7 @@ def run_send(args: argparse.Namespace, usage_error: type[Exception], warn: Calla
             raise MifasError("The local library does not hold that series in that study.")
         uids = [r.sop_instance_uid for uid in (args.series or held) for r in library.instances(uid)]
         client = ResilientClient(profile, on_event=printing_event_log().record)
-        result = _run_cancellable(library, client, uids, args.progress or sys.stderr.isatty())
+        result = _run(library, client, uids, args.progress or sys.stderr.isatty())
     print(json.dumps({"sent": list(result.sent), "already_held": list(result.already_held),
                       "refused": dict(result.refused), "error": result.error}, ensure_ascii=False))
     if result.error:
@@ -88,32 +88,14 @@ def _profile(args: argparse.Namespace, settings, usage_error: type[Exception], w
     return dataclasses.replace(profile, transports=("dicomweb",)) if args.via == "wado" else profile
 
 
-def _run_cancellable(library, client, uids: list[str], show: bool):
+def _run(library, client, uids: list[str], show: bool):
     """The send in a worker thread, so that Ctrl-C cancels it between two images."""
     from viewer.share.send import send_instances
-
-    cancel = threading.Event()
-    outcome: dict[str, object] = {}
 
     def progress(done: int, total: int | None) -> None:
         if show:
             sys.stderr.write(f"sent {done}/{total}\n")
             sys.stderr.flush()
 
-    def work() -> None:
-        try:
-            outcome["result"] = send_instances(library, client, uids, progress=progress, cancel=cancel)
-        except BaseException as exc:  # handed to the main thread
-            outcome["error"] = exc
-
-    worker = threading.Thread(target=work, name="send", daemon=True)
-    worker.start()
-    try:
-        while worker.is_alive():
-            worker.join(0.2)
-    except KeyboardInterrupt:
-        cancel.set()
-        worker.join()
-    if "error" in outcome:
-        raise outcome["error"]  # type: ignore[misc]
-    return outcome["result"]
+    return run_cancellable(
+        lambda cancel: send_instances(library, client, uids, progress=progress, cancel=cancel), "send")
