@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
 
 from viewer.errors import MifasError, OperationCancelled
 from viewer.share import deidentify
+from viewer.ui.share_ui import series_name
 from viewer.ui.workers import TaskHandle, TaskRunner, describe_error
 
 CONTAINER_LABELS = {"folder": "Folder", "zip": "ZIP file", "media": "Patient media (DICOMDIR folder to burn)"}
@@ -47,15 +48,6 @@ FORM_LABELS = {"dicom": "DICOM", "png": "PNG pictures", "jpeg": "JPEG pictures",
 MOVIE_FORMS = ("mp4", "apng")
 LEAVE_OUT = "Leave out"
 BLACK_OUT = "Black out regions…"
-
-
-def series_name(library, series_uid: str) -> str:
-    """'Series 3: Axial' (description or modality), from the index: no patient data."""
-    record = library.series_record(series_uid)
-    if record is None:
-        return "A series"
-    name = record.series_description or record.modality or "series"
-    return f"Series {record.series_number}: {name}" if record.series_number is not None else name
 
 
 def frame_count(library, series_uids) -> int:

@@ -30,12 +30,13 @@ class Scope:
     instances: tuple[str, ...]
 
 
-def _series_name(library, series_uid: str) -> str:
+def series_name(library, series_uid: str) -> str:
+    """'Series 3: Axial' (description or modality), from the index: no patient data."""
     record = library.series_record(series_uid)
     if record is None:
-        return "a series"
+        return "A series"
     name = record.series_description or record.modality or "series"
-    return f"series {record.series_number}: {name}" if record.series_number is not None else name
+    return f"Series {record.series_number}: {name}" if record.series_number is not None else name
 
 
 def _instances_of(library, series_uids) -> tuple[str, ...]:
@@ -62,12 +63,12 @@ def export_scopes(window, *, prefer: str = "") -> list[Scope]:
                             _instances_of(library, series_uids)))
     selected = tuple(local.selected_series_uids())
     if selected:
-        label = (f"Selected series: {_series_name(library, selected[0])}" if len(selected) == 1
+        label = (f"Selected series: {series_name(library, selected[0])}" if len(selected) == 1
                  else f"Selected series ({len(selected)})")
         scopes.append(Scope("selection", label, selected, _instances_of(library, selected)))
     current = window.current_series_uid
     if current:
-        scopes.append(Scope("viewport", f"Series in the active viewport: {_series_name(library, current)}",
+        scopes.append(Scope("viewport", f"Series in the active viewport: {series_name(library, current)}",
                             (current,), _instances_of(library, (current,))))
     keys = sorted({sop for sop, _frame in window.grid.annotations.key_images() if library.has_instance(sop)})
     if keys:
