@@ -4,6 +4,7 @@ whatever the test's outcome."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from collections.abc import Iterator
@@ -28,3 +29,12 @@ def json_results(process: subprocess.Popen, timeout_s: float) -> dict:
     out, err = process.communicate(timeout=timeout_s)
     assert process.returncode == 0, err
     return json.loads(out)
+
+
+def workload_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """The command line every client workload takes: its profiles file, a work folder, the status file it writes
+    and the file whose appearance says go."""
+    parser = argparse.ArgumentParser()
+    for option in ("--profiles", "--work", "--status", "--go"):
+        parser.add_argument(option, required=True)
+    return parser.parse_args(argv)

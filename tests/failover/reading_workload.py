@@ -10,12 +10,12 @@ objects it holds, with an IMAGE-level C-FIND per reading series, and prints one 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
+from tests.failover.clients import workload_arguments
 from tests.reading.saved_support import make_study, marked_store
 from viewer.pacs.cluster import load_profiles
 from viewer.pacs.health import EventLog
@@ -27,12 +27,7 @@ GO_WAIT_S = 90
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--profiles", required=True)
-    parser.add_argument("--work", required=True)
-    parser.add_argument("--status", required=True)
-    parser.add_argument("--go", required=True)
-    args = parser.parse_args(argv)
+    args = workload_arguments(argv)
     profile = load_profiles(Path(args.profiles), system_dir=None).get("lab")
     events = EventLog()
     study = make_study(Path(args.work) / "library", seed=5)

@@ -12,7 +12,6 @@ acknowledged, so the test can check that no acknowledged instance was ever offer
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -22,6 +21,7 @@ from pathlib import Path
 
 import pydicom
 
+from tests.failover.clients import workload_arguments
 from tests.pacs.conftest import ct_series, part10
 from tests.support import dataset_sha256
 from viewer.library import Library
@@ -65,12 +65,7 @@ class StoreObserver:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--profiles", required=True)
-    parser.add_argument("--work", required=True)
-    parser.add_argument("--status", required=True)
-    parser.add_argument("--go", required=True)
-    args = parser.parse_args(argv)
+    args = workload_arguments(argv)
     profile = load_profiles(Path(args.profiles), system_dir=None).get("lab")
     events = EventLog()
     observer = StoreObserver()
